@@ -1,0 +1,250 @@
+"""Run configuration: one tree of frozen dataclasses, defaults → file → flags, JSON in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SHOTS = (1, 2, 4, 8, 16)
+SHOT_SOURCES = ("auto", "list", "sample")
+DOMAINS = ("medical", "industrial")
+PIXEL_RESOLUTIONS = ("model", "original")
+LEVEL_WEIGHTS = ("equal", "learned")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    model: str = "ViT-L-14-336"  # OpenCLIP ViT name, or local-dir:PATH / hf-hub:ID
+    weights: str | None = "openai"  # pretrained tag, checkpoint file, or "random"
+    image_size: int = 240  # input side; the positional embedding is resized to it
+    levels: tuple[int, ...] | None = None  # 1-based blocks after which adapters act; None: depth·{¼,½,¾,1}
+    quick_gelu: bool | None = None  # None: as the weights were trained (QuickGELU for OpenAI)
+    download: bool = False  # allow downloading missing pretrained weights
+    cache_dir: str | None = None  # where downloaded / cached weights live
+    init_seed: int = 0  # seed of a randomly initialised backbone, so every process builds the same one
+
+    def __post_init__(self) -> None:
+        _check(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
+        if self.levels is not None:
+            _check(len(self.levels) >= 1, "levels must name at least one block")
+            _check(list(self.levels) == sorted(set(self.levels)), f"levels must increase: {self.levels}")
+            _check(self.levels[0] >= 1, f"levels are 1-based block numbers, got {self.levels}")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    kind: str = "madff"  # a name in madff.ADAPTERS: "madff" or "linear" (MVFA baseline)
+    reduction: int = 16  # channel-MLP reduction r (METHOD §3)
+    spatial_kernel: int = 7  # local spatial attention window on the token grid
+    learn_fusion: bool = False  # learn MADFF's fusion weights instead of the published ones
+    residual: tuple[float, float, float] = (0.8, 0.1, 0.1)  # x ← a·x + b·y_seg + c·y_det
+
+    def __post_init__(self) -> None:
+        from .madff import ADAPTERS
+
+        _check(self.kind in ADAPTERS, f"unknown adapter {self.kind!r}; choose one of {', '.join(ADAPTERS)}")
+        _check(self.reduction >= 1, f"reduction must be ≥ 1, got {self.reduction}")
+        _check(self.spatial_kernel % 2 == 1, f"spatial_kernel must be odd, got {self.spatial_kernel}")
+        _check(len(self.residual) == 3, f"residual needs 3 weights, got {self.residual}")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    mode: str = "base+p"  # "base", "p-prompts" or "base+p" (METHOD §4)
+    prompt_set: str | None = None  # a package prompt set or a JSON file; None: the dataset's own
+    classname: str | None = None  # object name in prompts; None: the dataset's
+
+    def __post_init__(self) -> None:
+        from .prompts import PROMPT_MODES
+
+        _check(self.mode in PROMPT_MODES, f"unknown prompt mode {self.mode!r}; choose one of {', '.join(PROMPT_MODES)}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    level_weights: str = "equal"  # "equal" (published) or "learned"
+
+    def __post_init__(self) -> None:
+        _check(self.level_weights in LEVEL_WEIGHTS, f"level_weights must be one of {', '.join(LEVEL_WEIGHTS)}")
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    coreset: float = 1.0  # fraction of bank tokens kept by greedy coreset; 1.0 = exact full bank
+    block_size: int = 8192  # bank rows per similarity block (bounds memory, not results)
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.coreset <= 1.0, f"coreset fraction must be in (0, 1], got {self.coreset}")
+        _check(self.block_size > 0, f"block_size must be positive, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    lr: float | None = None  # None: 1e-3 medical, 1e-4 industrial (METHOD §8)
+    betas: tuple[float, float] = (0.5, 0.999)
+    batch_size: int = 8  # support views per optimiser step
+    micro_batch: int | None = None  # views per forward pass; changes speed and memory, not results
+    views: int = 11  # augmented views per support image (METHOD §8)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        _check(self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be ≥ 1")
+        _check(self.lr is None or self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(self.views in (1, 11), f"views must be 1 (no augmentation) or 11, got {self.views}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mvtec"  # a name in data.DATASETS
+    root: str = ""  # dataset root folder
+    category: str = ""  # category (sub-dataset) name
+    shot: int = 4  # k normal (+ k abnormal) support images
+    shot_source: str = "auto"  # "list": the dataset's list files; "sample": seeded sampler; "auto": list if present
+    shot_file: str | None = None  # a shots.json of an earlier run: repeat its exact support set
+    domain: str | None = None  # override the loader's "medical"/"industrial"
+    options: tuple[tuple[str, str], ...] = ()  # loader-specific options (folder layout), as pairs
+
+    def __post_init__(self) -> None:
+        _check(self.shot in SHOTS, f"shot must be one of {SHOTS}, got {self.shot}")
+        _check(self.shot_source in SHOT_SOURCES, f"shot_source must be one of {', '.join(SHOT_SOURCES)}")
+        _check(self.domain is None or self.domain in DOMAINS, f"domain must be one of {', '.join(DOMAINS)}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 16
+    workers: int = 0  # data-loading worker processes; 0 loads in the main process
+    pixel_resolution: str = "model"  # "model" input size, or each mask's "original" size
+    image_fpr: float = 0.05  # false-positive target of the image threshold on normal references
+    pixel_fpr: float = 0.01  # false-positive target of the pixel threshold (predicted masks)
+    sigma: float = 0.0  # Gaussian smoothing of maps for display; 0: none
+    smooth_scores: bool = False  # also smooth the maps that are scored
+
+    def __post_init__(self) -> None:
+        _check(self.pixel_resolution in PIXEL_RESOLUTIONS, f"pixel_resolution must be one of {PIXEL_RESOLUTIONS}")
+        _check(0 < self.image_fpr < 1 and 0 < self.pixel_fpr < 1, "false-positive targets must be in (0, 1)")
+        _check(self.batch_size >= 1 and self.workers >= 0, "batch_size ≥ 1 and workers ≥ 0")
+        _check(self.sigma >= 0, f"sigma must be ≥ 0, got {self.sigma}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    protocol: str = "clean"  # a name in protocols.PROTOCOLS
+    seed: int = 111  # shots (when sampled), augmentation order, adapter init (METHOD §8)
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        from .protocols import get_protocol
+
+        get_protocol(self.protocol)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _build(cls, data, "config")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+        """Apply dotted-key overrides, e.g. {"train.epochs": 5}; unknown keys are refused."""
+        tree = self.to_dict()
+        for dotted, value in overrides.items():
+            node = tree
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown configuration key {dotted!r}")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"unknown configuration key {dotted!r}; known here: {', '.join(node)}")
+            node[leaf] = value
+        return RunConfig.from_dict(tree)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from a JSON file (a run's config.json or a user's file)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"configuration file {path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a JSON object")
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(item) for item in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct a frozen dataclass from JSON data, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check one JSON value against a field's type hint; lists become tuples."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ConfigError(f"{where} must have {len(items)} items, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(items, value)))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}")

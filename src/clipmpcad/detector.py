@@ -1,0 +1,114 @@
+"""A trained ClipMPCAD with its memory bank and calibration: images in, anomaly maps and image
+scores out (METHOD §6–§7). Building the bank and fitting the reference calibration live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .decoder import anomaly_probability
+from .memory_bank import MemoryBank
+from .model import ClipMPCAD, ModelOutput
+from .runtime import autocast
+from .scoring import BranchMaps, Calibration, RangeTracker, branch_maps, fuse, smooth, upper_quantile
+from .training import SupportSet
+
+
+@dataclass
+class Scores:
+    """Results for a batch: fused map (B, S, S), image score (B,), and the unfused branches."""
+
+    anomaly_map: torch.Tensor
+    image_score: torch.Tensor
+    branches: BranchMaps
+    level_maps: torch.Tensor | None = None  # (B, L, S, S) zero-shot map of every level, on request
+
+
+class Detector:
+    """Scores images with a trained model, its bank and its calibration; pure tensors, no I/O."""
+
+    def __init__(
+        self, model: ClipMPCAD, calibration: Calibration | None, *, has_masks: bool, image_size: int, device: torch.device
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.calibration = calibration
+        self.has_masks = has_masks
+        self.map_branch = "seg" if has_masks else "det"  # classification-only sets map their det branch
+        self.image_size = image_size
+        self.device = device
+        self.score_sigma = 0.0  # smoothing of the scored maps; display smoothing is separate
+
+    @torch.no_grad()
+    def branch_maps(self, images: torch.Tensor, exclude: torch.Tensor | None = None) -> BranchMaps:
+        """Unfused branch maps of a batch; exclude (B,) scores each image without its bank rows."""
+        return self._run(images, exclude)[1]
+
+    def _run(self, images: torch.Tensor, exclude: torch.Tensor | None) -> tuple[ModelOutput, BranchMaps]:
+        with autocast(self.device):
+            out = self.model(images.to(self.device), exclude=None if exclude is None else exclude.to(self.device))
+        maps = branch_maps(out, self.model.decoder, self.map_branch, self.image_size)
+        if self.score_sigma > 0:
+            maps.zero_map = smooth(maps.zero_map, self.score_sigma)
+            maps.few_map = None if maps.few_map is None else smooth(maps.few_map, self.score_sigma)
+        return out, maps
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, *, with_levels: bool = False) -> Scores:
+        """Fused maps and image scores of a batch (B, 3, S, S) under the stored calibration."""
+        if self.calibration is None:
+            raise RuntimeError("the detector has no calibration yet")
+        out, maps = self._run(images, None)
+        amap, image_score = fuse(maps, self.calibration.scales, self.has_masks)
+        levels = anomaly_probability(out.zero_logits[self.map_branch], self.image_size) if with_levels else None
+        return Scores(amap, image_score, maps, levels)
+
+
+@torch.no_grad()
+def build_bank(
+    model: ClipMPCAD, normals: SupportSet, branches: tuple[str, ...], device: torch.device, batch: int
+) -> MemoryBank:
+    """The bank of the normal support views (patches and CLS of every level) for `branches`."""
+    per_branch: dict[str, list[list[torch.Tensor]]] = {b: [] for b in branches}
+    for start in range(0, len(normals), batch):
+        with autocast(device):
+            feats = model.features(normals.images[start : start + batch].to(device))
+        for b in branches:
+            per_branch[b].append([f.float() for f in feats.branch(b)])
+    features = {b: [torch.cat(level) for level in zip(*chunks)] for b, chunks in per_branch.items()}
+    return MemoryBank.from_features(features, loo_groups(normals.groups).to(device))
+
+
+def loo_groups(image_ids: torch.Tensor) -> torch.Tensor:
+    """Bank owner ids for leave-one-out (METHOD §7): the support image, so that an image is scored
+    without any of its views; with a single support image, the view itself."""
+    if int(image_ids.unique().numel()) > 1:
+        return image_ids
+    return torch.arange(image_ids.numel())
+
+
+def calibrate_on_reference(
+    detector: Detector, normals: SupportSet, *, batch: int, image_fpr: float, pixel_fpr: float
+) -> Calibration:
+    """Fit branch normalisations and thresholds on normal support views scored leave-one-out."""
+    tracker, collected = RangeTracker(), []
+    owners = loo_groups(normals.groups)
+    for start in range(0, len(normals), batch):
+        sl = slice(start, start + batch)
+        exclude = owners[sl] if detector.model.bank is not None else None
+        maps = detector.branch_maps(normals.images[sl], exclude)
+        tracker.add(maps)
+        collected.append(maps)
+    scales = tracker.scales()
+    fused = [fuse(maps, scales, detector.has_masks) for maps in collected]
+    pixels = torch.cat([amap.flatten() for amap, _ in fused]).cpu().numpy()
+    images = torch.cat([score for _, score in fused]).cpu().numpy()
+    return Calibration(
+        source="reference",
+        scales=scales,
+        image_threshold=upper_quantile(images, image_fpr),
+        pixel_threshold=upper_quantile(pixels, pixel_fpr),
+        n_reference=int(np.unique(normals.groups.numpy()).size),
+    )

@@ -1,0 +1,32 @@
+"""The per-level training objective: focal + dice on the seg maps, BCE on the detection score
+(METHOD §8). Every loss is a mean of per-sample losses, so its scale does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+
+
+def focal_loss(prob: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss of the 2-class map: prob (B, S, S) abnormal probability, mask (B, S, S) in {0,1}."""
+    p_true = torch.where(mask > 0.5, prob, 1.0 - prob).clamp(EPS, 1.0)  # probability of the true class
+    per_pixel = -((1.0 - p_true) ** gamma) * torch.log(p_true)
+    return per_pixel.flatten(1).mean(dim=1).mean()
+
+
+def dice_loss(prob: torch.Tensor, mask: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft dice of the abnormal channel against the mask, per sample, then averaged."""
+    inter = (prob * mask).flatten(1).sum(dim=1)
+    total = prob.flatten(1).sum(dim=1) + mask.flatten(1).sum(dim=1)
+    return (1.0 - (2.0 * inter + smooth) / (total + smooth)).mean()
+
+
+def detection_loss(score: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of a detection probability (B,) against image labels (B,).
+
+    The published code fed probabilities to BCE-with-logits; these are probabilities, so BCE.
+    """
+    return F.binary_cross_entropy(score.float().clamp(EPS, 1.0 - EPS), label.float())

@@ -1,0 +1,127 @@
+"""The fit loop: support views, two Adam optimisers (seg, det), epochs (METHOD §8).
+
+Speed without changing results: the blocks before the first level run once per support view
+per run (no adapter acts there); the backbone needs no weight gradients; micro-batches split an
+optimiser step into several forward passes whose gradients add up to the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .decoder import anomaly_probability, detection_scores, patch_logits
+from .losses import detection_loss, dice_loss, focal_loss
+from .model import ClipMPCAD
+from .runtime import autocast
+
+
+@dataclass
+class SupportSet:
+    """Support views: images (V,3,S,S), masks (V,1,S,S), labels (V,), groups (V,) owner image id."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def select(self, label: int) -> SupportSet:
+        keep = self.labels == label
+        return SupportSet(self.images[keep], self.masks[keep], self.labels[keep], self.groups[keep])
+
+
+@dataclass
+class TrainHistory:
+    losses: list[float] = field(default_factory=list)  # mean loss per epoch
+    steps: int = 0
+
+
+def objective(
+    model: ClipMPCAD, prefix: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, has_masks: bool
+) -> torch.Tensor:
+    """Sum over levels of focal + dice (datasets with masks) and BCE on the detection score."""
+    feats = model.features(prefix=prefix)
+    size = masks.shape[-1]
+    mask = masks[:, 0]  # (B, S, S)
+    seg_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.seg], dim=1)
+    det_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.det], dim=1)
+    det = detection_scores(det_logits)  # (B, L)
+    loss = prefix.new_zeros((), dtype=torch.float32)
+    probs = anomaly_probability(seg_logits, size) if has_masks else None  # (B, L, S, S)
+    for level in range(det.shape[1]):
+        if probs is not None:
+            loss = loss + focal_loss(probs[:, level], mask) + dice_loss(probs[:, level], mask)
+        loss = loss + detection_loss(det[:, level], labels)
+    if model.decoder.seg_logits.requires_grad:  # learned level weights see the combined outputs
+        n = det.shape[1]
+        if probs is not None:
+            combined = model.decoder.combine(probs, "seg") / n
+            loss = loss + focal_loss(combined, mask) + dice_loss(combined, mask)
+        loss = loss + detection_loss(model.decoder.combine(det, "det") / n, labels)
+    return loss
+
+
+@torch.no_grad()
+def compute_prefixes(model: ClipMPCAD, images: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
+    """Tokens after the first level for every view, once per run: (V,3,S,S) → (V,1+N,C) on device."""
+    chunks = []
+    for start in range(0, images.shape[0], batch):
+        with autocast(device):
+            chunks.append(model.prefix(images[start : start + batch].to(device)).float())
+    return torch.cat(chunks)
+
+
+def fit(
+    model: ClipMPCAD,
+    support: SupportSet,
+    cfg: TrainConfig,
+    *,
+    lr: float,
+    has_masks: bool,
+    device: torch.device,
+    generator: torch.Generator,
+    on_epoch: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> TrainHistory:
+    """Train the adapters (and learned level weights) on the support views; returns the loss history."""
+    history = TrainHistory()
+    if cfg.epochs == 0 or not model.adapted:
+        return history
+    micro = cfg.micro_batch or cfg.batch_size
+    prefixes = compute_prefixes(model, support.images, device, micro)
+    masks, labels = support.masks.to(device), support.labels.float().to(device)
+    optimisers = [
+        torch.optim.Adam(params, lr=lr, betas=cfg.betas)
+        for params in (model.branch_parameters("seg"), model.branch_parameters("det"))
+        if params
+    ]
+    n = len(support)
+    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            for opt in optimisers:
+                opt.zero_grad(set_to_none=True)
+            for m in range(0, batch.numel(), micro):
+                idx = batch[m : m + micro]
+                with autocast(device):
+                    loss = objective(model, prefixes[idx], masks[idx], labels[idx], has_masks)
+                (loss * (idx.numel() / batch.numel())).backward()  # gradients of the step's mean loss
+                total += float(loss.detach()) * idx.numel()
+            for opt in optimisers:
+                opt.step()
+            history.steps += 1
+        history.losses.append(total / n)
+        bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return history

@@ -1,0 +1,160 @@
+"""Where backbone weights come from: a pretrained tag, a checkpoint file, a TorchScript archive,
+`local-dir:` or `hf-hub:`, or none (random init); nothing is downloaded unless asked (METHOD §2).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+
+from .errors import CheckpointError, ConfigError
+
+RANDOM = "random"  # the weights value for a randomly initialised backbone
+SOURCE_KINDS = ("random", "file", "torchscript", "local-dir", "hf-hub")
+_TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Resolved weights: what kind of source, and the file or folder to read."""
+
+    kind: str  # one of SOURCE_KINDS
+    path: Path | None  # checkpoint file or local-dir folder; None for random / hf-hub
+    quick_gelu: bool  # the activation these weights were trained with (METHOD §2)
+    label: str  # how results name the weights, e.g. "openai", "random", a file name
+
+
+def resolve_weights(
+    model: str, weights: str | None, *, allow_download: bool = False, cache_dir: str | None = None
+) -> WeightsSource:
+    """Find the weights for `model` without touching the network unless `allow_download`."""
+    if model.startswith("local-dir:"):
+        return _resolve_local_dir(model, weights)
+    if model.startswith("hf-hub:"):
+        if not allow_download:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cached files only, no network
+        return WeightsSource("hf-hub", None, quick_gelu=False, label=model)
+    if weights in (None, RANDOM):
+        return WeightsSource("random", None, quick_gelu=False, label=RANDOM)
+    path = Path(weights).expanduser()
+    if path.is_file():
+        kind = "torchscript" if is_torchscript_archive(path) else "file"
+        # OpenAI's own archives are TorchScript and were trained with QuickGELU.
+        return WeightsSource(kind, path, quick_gelu=kind == "torchscript", label=path.name)
+    tag_cfg = open_clip.get_pretrained_cfg(model, weights)
+    if not tag_cfg:
+        if _looks_like_path(weights):
+            raise CheckpointError(f"checkpoint file {path} does not exist; check the --weights path")
+        tags = open_clip.list_pretrained_tags_by_model(model) or ["(none)"]
+        raise CheckpointError(
+            f"weights {weights!r} are neither a file nor a pretrained tag of {model}; "
+            f"tags: {', '.join(tags)}; or give a checkpoint file, or 'random'"
+        )
+    cached = _find_cached(tag_cfg, cache_dir)
+    if cached is None:
+        if not allow_download:
+            raise CheckpointError(_missing_tag_message(model, weights, tag_cfg, cache_dir))
+        cached = Path(open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir))
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    kind = "torchscript" if is_torchscript_archive(cached) else "file"
+    return WeightsSource(kind, cached, quick_gelu=quick_gelu, label=weights)
+
+
+def _resolve_local_dir(model: str, weights: str | None) -> WeightsSource:
+    folder = Path(model.removeprefix("local-dir:")).expanduser()
+    if weights not in (None, RANDOM):
+        raise ConfigError(f"{model} carries its own weights; drop --weights {weights}")
+    if not folder.is_dir():
+        raise CheckpointError(f"local-dir folder {folder} does not exist")
+    if not (folder / "open_clip_config.json").is_file():
+        raise CheckpointError(
+            f"local-dir folder {folder} has no open_clip_config.json; it needs that file and a "
+            "weights file (open_clip_model.safetensors, open_clip_pytorch_model.bin, ...)"
+        )
+    return WeightsSource("local-dir", folder, quick_gelu=False, label=f"local-dir:{folder.name}")
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or text.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+
+
+def _cache_candidates(tag_cfg: dict, cache_dir: str | None) -> list[Path]:
+    """Every place OpenCLIP would have put a download of this tag (URL and HF hub caches)."""
+    places = []
+    url = tag_cfg.get("url", "")
+    if url:
+        base = Path(cache_dir or "~/.cache/clip").expanduser()
+        places.append(base / os.path.basename(url))
+    return places
+
+
+def _find_cached(tag_cfg: dict, cache_dir: str | None) -> Path | None:
+    if "file" in tag_cfg and Path(tag_cfg["file"]).is_file():
+        return Path(tag_cfg["file"])
+    for place in _cache_candidates(tag_cfg, cache_dir):
+        if place.is_file():
+            return place
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache  # OpenCLIP's own dependency
+
+        repo, filename = os.path.split(hub)  # "org/name/" → no file name: OpenCLIP's defaults
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in names:
+            found = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found)
+    return None
+
+
+def _missing_tag_message(model: str, tag: str, tag_cfg: dict, cache_dir: str | None) -> str:
+    looked = [str(p) for p in _cache_candidates(tag_cfg, cache_dir)]
+    if tag_cfg.get("hf_hub"):
+        looked.append(f"Hugging Face cache ({tag_cfg['hf_hub'].rstrip('/')})")
+    url = tag_cfg.get("url") or f"hf-hub:{tag_cfg.get('hf_hub', '')}"
+    return (
+        f"weights {model}/{tag} are not on this machine (looked in: {'; '.join(looked)}); "
+        f"download {url} and pass it with --weights FILE, or allow a download with --download"
+    )
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """True for a TorchScript zip (it holds `code/`), False for a torch.save zip or anything else."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
+    """Read a state dict from a checkpoint file or TorchScript archive, in fp32 on the CPU."""
+    path = source.path
+    assert path is not None, "random and hub sources have no file"  # internal invariant
+    try:
+        if source.kind == "torchscript":
+            with warnings.catch_warnings():  # torch.jit is deprecated, but OpenAI's files need it
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            for key in _TORCHSCRIPT_EXTRA_KEYS:
+                state.pop(key, None)
+        elif path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any decoding failure is a bad file, reported as such
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"checkpoint {path} holds no state dict (found {type(state).__name__})")
+    if all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}

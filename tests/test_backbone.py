@@ -1,0 +1,192 @@
+"""Backbone loading from every weight source, block-by-block equivalence, freezing, resizing."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import open_clip
+import pytest
+import torch
+from open_clip.transformer import QuickGELU
+from torch import nn
+
+from clipmpcad.backbone import default_levels, load_backbone, register_model_configs
+from clipmpcad.config import BackboneConfig
+from clipmpcad.errors import CheckpointError, ConfigError
+
+TINY = "clipmpcad-tiny"
+
+
+def reference_clip(seed: int = 3, image_size: int = 64, quick_gelu: bool = False) -> nn.Module:
+    register_model_configs()
+    torch.manual_seed(seed)
+    return open_clip.create_model(TINY, force_image_size=image_size, quick_gelu=quick_gelu).eval()
+
+
+def assert_same_visual(backbone, clip) -> None:
+    ours = backbone.visual.state_dict()
+    for key, value in clip.visual.state_dict().items():
+        torch.testing.assert_close(ours[key], value.float(), msg=key)
+
+
+def write_torchscript(clip: nn.Module, path) -> None:
+    """An archive shaped like OpenAI's ViT-L-14-336px.pt: TorchScript, fp16, three extra ints."""
+
+    class Archive(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for name, child in clip.named_children():
+                self.add_module(name, child)
+            for name, p in clip.named_parameters(recurse=False):
+                self.register_parameter(name, p)
+            for name in ("input_resolution", "context_length", "vocab_size"):
+                self.register_buffer(name, torch.tensor(7))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.logit_scale
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(Archive(), torch.rand(2), check_trace=False).half()
+        torch.jit.save(traced, str(path))
+
+
+def test_random_tiny_backbone_reports_random(tiny_backbone) -> None:
+    info = tiny_backbone.info
+    assert info.random and "RANDOM" in info.describe()
+    assert info.grid == (8, 8) and info.levels == (1, 2, 3, 4) and info.width == 64 and info.embed_dim == 64
+
+
+def test_random_init_is_the_same_in_every_build() -> None:
+    a = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64))
+    b = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64))
+    c = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64, init_seed=1))
+    torch.testing.assert_close(a.visual.conv1.weight, b.visual.conv1.weight)
+    assert not torch.equal(a.visual.conv1.weight, c.visual.conv1.weight)
+
+
+def test_block_by_block_equals_encode_image() -> None:
+    clip = reference_clip(seed=0)
+    backbone = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64))
+    images = torch.rand(3, 3, 64, 64)
+    tokens = backbone.blocks(backbone.embed(images), 0, 2)
+    tokens = backbone.blocks(tokens, 2, backbone.info.depth)
+    torch.testing.assert_close(backbone.project(tokens)[:, 0], clip.encode_image(images), rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_and_always_eval(tiny_backbone) -> None:
+    assert not any(p.requires_grad for p in tiny_backbone.parameters())
+    tiny_backbone.train()
+    assert not tiny_backbone.training and not tiny_backbone.visual.training
+
+
+def test_input_size_sets_the_grid_and_must_divide() -> None:
+    backbone = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=96))
+    assert backbone.info.grid == (12, 12)
+    assert backbone.embed(torch.rand(1, 3, 96, 96)).shape == (1, 145, 64)
+    with pytest.raises(ConfigError, match="not a multiple of .* patch size 8"):
+        load_backbone(BackboneConfig(model=TINY, weights="random", image_size=100))
+
+
+def test_default_levels() -> None:
+    assert default_levels(24) == (6, 12, 18, 24)
+    assert default_levels(12) == (3, 6, 9, 12)
+    assert default_levels(4) == (1, 2, 3, 4)
+    with pytest.raises(ConfigError, match="go past the 4 blocks"):
+        load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64, levels=(2, 5)))
+
+
+def test_state_dict_file_with_resized_positions(tmp_path) -> None:
+    clip = reference_clip(seed=5, image_size=64)
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()}}, path)
+    backbone = load_backbone(BackboneConfig(model=TINY, weights=str(path), image_size=96))
+    state = {k: v.clone() for k, v in clip.state_dict().items()}
+    open_clip.model.resize_pos_embed(state, reference_clip(image_size=96))  # bicubic 8×8 → 12×12
+    torch.testing.assert_close(backbone.visual.positional_embedding, state["visual.positional_embedding"])
+    torch.testing.assert_close(backbone.visual.conv1.weight, clip.visual.conv1.weight)
+    assert not backbone.info.random and backbone.info.weights == "tiny.pt" and not backbone.info.quick_gelu
+
+
+def test_torchscript_archive_loads_with_quick_gelu(tmp_path) -> None:
+    clip = reference_clip(seed=6, quick_gelu=True)
+    path = tmp_path / "ViT-tiny-openai.pt"
+    write_torchscript(clip, path)
+    backbone = load_backbone(BackboneConfig(model=TINY, weights=str(path), image_size=64))
+    assert backbone.info.quick_gelu
+    assert isinstance(backbone.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    half = reference_clip(seed=6, quick_gelu=True).half().float()  # the archive stores fp16
+    assert_same_visual(backbone, half)
+    images = torch.rand(2, 3, 64, 64)
+    out = backbone.project(backbone.blocks(backbone.embed(images), 0, 4))[:, 0]
+    torch.testing.assert_close(out, half.encode_image(images), rtol=1e-4, atol=1e-5)
+    exact = load_backbone(BackboneConfig(model=TINY, weights=str(path), image_size=64, quick_gelu=False))
+    assert not exact.info.quick_gelu  # the `paper` protocol's exact GELU
+
+
+def test_local_dir(tmp_path) -> None:
+    clip = reference_clip(seed=7)
+    folder = tmp_path / "biomed-like"
+    folder.mkdir()
+    register_model_configs()
+    cfg = open_clip.get_model_config(TINY)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
+    backbone = load_backbone(BackboneConfig(model=f"local-dir:{folder}", weights=None, image_size=64))
+    assert_same_visual(backbone, clip)
+    assert not backbone.info.random and backbone.info.weights == "local-dir:biomed-like"
+    with pytest.raises(CheckpointError, match="no open_clip_config.json"):
+        load_backbone(BackboneConfig(model=f"local-dir:{tmp_path}", weights=None, image_size=64))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_backbone(BackboneConfig(model=f"local-dir:{tmp_path / 'nope'}", weights=None, image_size=64))
+
+
+@pytest.fixture
+def tiny_tag(monkeypatch, tmp_path):
+    """Register a pretrained tag for the tiny model, hosted at an address that never resolves."""
+    url = "https://example.invalid/clip/models/0123abcd/tiny-openai.pt"
+    tags = dict(open_clip.pretrained._PRETRAINED)
+    tags[TINY] = {"testtag": open_clip.pretrained._pcfg(url=url, quick_gelu=True)}
+    monkeypatch.setattr(open_clip.pretrained, "_PRETRAINED", tags)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used without --download")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained_from_url", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    return tmp_path / "cache"
+
+
+def test_pretrained_tag_from_cache_without_network(tiny_tag) -> None:
+    tiny_tag.mkdir()
+    clip = reference_clip(seed=8, quick_gelu=True)
+    write_torchscript(clip, tiny_tag / "tiny-openai.pt")
+    backbone = load_backbone(BackboneConfig(model=TINY, weights="testtag", image_size=64, cache_dir=str(tiny_tag)))
+    assert backbone.info.weights == "testtag" and backbone.info.quick_gelu
+    assert_same_visual(backbone, reference_clip(seed=8, quick_gelu=True).half().float())
+
+
+def test_missing_tag_weights_say_where_and_how(tiny_tag) -> None:
+    with pytest.raises(CheckpointError) as error:
+        load_backbone(BackboneConfig(model=TINY, weights="testtag", image_size=64, cache_dir=str(tiny_tag)))
+    message = str(error.value)
+    assert str(tiny_tag / "tiny-openai.pt") in message
+    assert "--weights FILE" in message and "--download" in message
+
+
+def test_bad_weights_and_models(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_backbone(BackboneConfig(model=TINY, weights=str(tmp_path / "missing.pt"), image_size=64))
+    with pytest.raises(CheckpointError, match="neither a file nor a pretrained tag"):
+        load_backbone(BackboneConfig(model=TINY, weights="laion9000", image_size=64))
+    with pytest.raises(ConfigError, match="unknown OpenCLIP model 'ViT-Q-99'.*clipmpcad-tiny"):
+        load_backbone(BackboneConfig(model="ViT-Q-99", weights="random"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_backbone(BackboneConfig(model=TINY, weights=str(junk), image_size=64))
+    other = tmp_path / "other.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_backbone(BackboneConfig(model=TINY, weights=str(other), image_size=64))

@@ -1,0 +1,116 @@
+"""MADFF semantics: per-sample statistics, 7×7 locality, shift-invariant frequency gate, CLS gate."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clipmpcad.config import AdapterConfig
+from clipmpcad.madff import MADFF, LinearAdapter, build_adapter, count_parameters
+
+C, D, H, W = 32, 24, 9, 11
+GRID = (H, W)
+
+
+def make(kind: str = "madff", **kw) -> torch.nn.Module:
+    return build_adapter(AdapterConfig(kind=kind, reduction=4, **kw), C, D).eval()
+
+
+def tokens(b: int = 3) -> torch.Tensor:
+    return torch.randn(b, 1 + H * W, C)
+
+
+def test_shapes_and_need_y() -> None:
+    adapter = make()
+    med, y = adapter(tokens(), GRID)
+    assert med.shape == (3, 1 + H * W, D) and y.shape == (3, 1 + H * W, C)
+    med2, none = adapter(tokens(), GRID, need_y=False)
+    assert none is None and med2.shape == med.shape
+
+
+def test_sample_does_not_depend_on_its_batch() -> None:
+    adapter = make()
+    x = tokens(5)
+    med, y = adapter(x, GRID)
+    for i in range(5):
+        med_i, y_i = adapter(x[i : i + 1], GRID)
+        torch.testing.assert_close(med_i[0], med[i], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(y_i[0], y[i], rtol=1e-5, atol=1e-6)
+    # and changing another sample changes nothing here
+    x2 = x.clone()
+    x2[1:] = torch.randn_like(x2[1:])
+    torch.testing.assert_close(adapter(x2, GRID)[0][0], med[0], rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_gate_is_local_to_its_window() -> None:
+    adapter = make()
+    ca = torch.randn(1, H * W, C)
+    base = adapter.spatial_gate(ca, GRID).view(H, W)
+    r, c = 4, 5
+    changed = ca.clone()
+    changed[0, r * W + c] += 5.0 * torch.randn(C)
+    moved = (adapter.spatial_gate(changed, GRID).view(H, W) - base).abs() > 0
+    rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    window = ((rows - r).abs() <= 3) & ((cols - c).abs() <= 3)
+    assert moved[window].all(), "every token in the 7×7 window must see the change"
+    assert not moved[~window].any(), "no token outside the window may see it"
+
+
+def test_frequency_gate_ignores_circular_shifts_but_not_permutations() -> None:
+    adapter = make()
+    t = torch.randn(1, H * W, C)
+    gate = adapter.frequency_gate(t, GRID)
+    shifted = torch.roll(t.view(1, H, W, C), shifts=(2, 3), dims=(1, 2)).reshape(1, H * W, C)
+    torch.testing.assert_close(adapter.frequency_gate(shifted, GRID), gate, rtol=1e-4, atol=1e-5)
+    permuted = t[:, torch.randperm(H * W)]
+    assert (adapter.frequency_gate(permuted, GRID) - gate).abs().max() > 1e-3
+
+
+def test_cls_token_has_spatial_gate_one_and_channel_gates() -> None:
+    adapter = make()
+    x = tokens(2)
+    g_c, g_s, g_f = adapter.gates(x, GRID)
+    assert torch.all(g_s[:, 0] == 1.0)
+    assert g_s.shape == (2, 1 + H * W, 1) and torch.all((g_s[:, 1:] > 0) & (g_s[:, 1:] < 1))
+    assert g_c.shape == g_f.shape == (2, 1, C)
+
+
+def test_fusion_matches_the_four_branch_formula() -> None:
+    """The saved product (φ1(sa) = g_s·φ1(ca)) gives exactly METHOD §3's med and y."""
+    adapter = make()
+    x = tokens(2)
+    g_c, g_s, g_f = adapter.gates(x, GRID)
+    ca, fa = g_c * x, g_f * x
+    sa = g_s * ca
+    phi1 = lambda z: F.leaky_relu(adapter.phi1(z))  # noqa: E731
+    med = 0.4 * phi1(x) + 0.2 * phi1(ca) + 0.2 * phi1(sa) + 0.2 * phi1(fa)
+    y = 0.3 * F.leaky_relu(adapter.phi2(med)) + 0.2 * ca + 0.2 * sa + 0.3 * fa
+    med_got, y_got = adapter(x, GRID)
+    torch.testing.assert_close(med_got, med, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y_got, y, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_adapter_is_mvfa_adapter() -> None:
+    adapter = make("linear")
+    assert isinstance(adapter, LinearAdapter)
+    x = tokens(2)
+    med, y = adapter(x, GRID)
+    torch.testing.assert_close(med, F.leaky_relu(x @ adapter.phi1.weight.T))
+    torch.testing.assert_close(y, F.leaky_relu(med @ adapter.phi2.weight.T))
+
+
+def test_parameter_counts() -> None:
+    """MADFF: φ1 and φ2 (2·C·D), two channel MLPs (2·2·C·C/r), one 7×7 conv 2→1 (98)."""
+    madff = MADFF(1024, 768, AdapterConfig())
+    assert count_parameters(madff) == 2 * 1024 * 768 + 2 * 2 * 1024 * 64 + 98 == 1_835_106
+    assert count_parameters(LinearAdapter(1024, 768, AdapterConfig())) == 2 * 1024 * 768
+    learned = MADFF(1024, 768, AdapterConfig(learn_fusion=True))
+    assert count_parameters(learned) == 1_835_106 + 8
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    adapter = make(learn_fusion=True)
+    med, y = adapter(tokens(2), GRID)
+    (med.square().mean() + y.square().mean()).backward()
+    for name, p in adapter.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -48,6 +48,7 @@ class BackboneInfo:
     embed_dim: int  # D, joint embedding width
     depth: int  # number of transformer blocks
     levels: tuple[int, ...]  # 1-based blocks after which adapters act
+    identity: str  # what the text tower depends on: keys the text-prototype cache
 
     @property
     def num_patches(self) -> int:
@@ -187,4 +188,16 @@ def _describe(v: VisionTransformer, model: str, source: WeightsSource, cfg: Back
         embed_dim=v.proj.shape[1],
         depth=depth,
         levels=levels,
+        identity=_identity(model, source, cfg, isinstance(gelu, QuickGELU)),
     )
+
+
+def _identity(model: str, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool) -> str:
+    if source.kind == "random":
+        weights = f"random:{cfg.init_seed}"
+    elif source.path is not None:
+        stat = source.path.stat() if source.path.is_file() else None
+        weights = f"{source.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(source.path.resolve())
+    else:
+        weights = source.label
+    return f"{model}|{weights}|quick_gelu={quick_gelu}"

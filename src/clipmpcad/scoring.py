@@ -122,5 +122,6 @@ class RangeTracker:
 
 
 def upper_quantile(values: np.ndarray, fpr: float) -> float:
-    """Smallest threshold t with at most a `fpr` fraction of `values` strictly above it."""
-    return float(np.quantile(values, 1.0 - fpr, method="higher"))
+    """A threshold t with at most a `fpr` fraction of `values` at or above it (decision: ≥ t)."""
+    q = np.quantile(values.astype(np.float64), 1.0 - fpr, method="higher")
+    return float(np.nextafter(q, np.inf))

@@ -1,0 +1,128 @@
+"""What a trained run stores and how it is rebuilt: adapters, level weights, text prototypes,
+memory bank and calibration (the backbone is rebuilt from the config and checked against a
+fingerprint, never stored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbone import Backbone, BackboneInfo, load_backbone
+from .config import RunConfig, load_config
+from .detector import Detector
+from .errors import CheckpointError
+from .evaluation import Preprocess
+from .memory_bank import MemoryBank
+from .model import ClipMPCAD
+from .protocols import get_protocol
+from .runs import load_torch, read_json, require_run_dir, save_torch
+from .runtime import resolve_device
+from .scoring import Calibration
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What a run learned about its data, so that test and predict need no dataset scan."""
+
+    dataset: str
+    category: str
+    domain: str
+    classname: str
+    prompt_set: str
+    has_masks: bool
+    normalize: bool
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    config: RunConfig
+    meta: RunMeta
+    detector: Detector
+    prep: Preprocess
+
+    @property
+    def info(self) -> BackboneInfo:
+        return self.detector.model.backbone.info
+
+
+def fingerprint(backbone: Backbone) -> str:
+    """A short hash of a few backbone tensors: the same weights give the same string."""
+    digest = hashlib.sha256()
+    v = backbone.visual
+    for tensor in (v.conv1.weight, v.positional_embedding, v.proj, v.transformer.resblocks[-1].mlp.c_fc.weight):
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, meta: RunMeta) -> None:
+    """model.pt (and bank.pt when the model has a bank) into a staged run folder."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    save_torch(
+        folder / "model.pt",
+        {
+            "format": CHECKPOINT_FORMAT,
+            "state": state,
+            "calibration": None if calibration is None else calibration.to_dict(),
+            "meta": asdict(meta),
+            "backbone": _jsonable(asdict(model.backbone.info)),
+            "fingerprint": fingerprint(model.backbone),
+        },
+    )
+    if model.bank is not None:
+        save_torch(folder / "bank.pt", model.bank.to(torch.device("cpu")).state())
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
+    """Rebuild a trained run's detector from its folder, on `device` (default: the run's)."""
+    run_dir = require_run_dir(run_dir)
+    config = load_config(run_dir / "config.json")
+    saved = load_torch(run_dir / "model.pt")
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{run_dir / 'model.pt'} is not a ClipMPCAD checkpoint of format {CHECKPOINT_FORMAT}")
+    meta = RunMeta(**saved["meta"])
+    protocol = get_protocol(config.protocol)
+    backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
+    if fingerprint(backbone) != saved["fingerprint"]:
+        raise CheckpointError(
+            f"the backbone weights ({backbone.info.describe()}) differ from those {run_dir} was trained with; "
+            "point --weights at the same checkpoint"
+        )
+    backbone.drop_text()  # the prototypes are stored
+    state = saved["state"]
+    adapter = config.adapter if protocol.trains or any(k.startswith("seg_adapters.") for k in state) else None
+    model = ClipMPCAD(backbone, state["prototypes"], adapter, config.decoder)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{run_dir / 'model.pt'} does not fit the configured model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    if (run_dir / "bank.pt").is_file():
+        model.bank = MemoryBank.from_state(load_torch(run_dir / "bank.pt"))
+    model.bank_block_size = config.bank.block_size
+    torch_device = resolve_device(device or config.device)
+    if model.bank is not None:
+        model.bank = model.bank.to(torch_device)
+    calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
+    detector = Detector(model, calibration, has_masks=meta.has_masks, image_size=backbone.info.image_size, device=torch_device)
+    prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)
+    return TrainedRun(run_dir, config, meta, detector, prep)
+
+
+def read_train_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "train.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

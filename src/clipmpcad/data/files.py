@@ -1,0 +1,100 @@
+"""Finding image files in folders and pairing masks with images by file stem (METHOD §10).
+
+Masks are paired by name, never by sorted position (STYLE (c), "Pairing by position"): an
+image `007.png` gets the mask whose stem, less an accepted suffix, is `007`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from clipmpcad.data.imageio import IMAGE_SUFFIXES, image_size, is_image_file
+from clipmpcad.data.sample import Sample
+from clipmpcad.errors import DataError
+
+_SHOW = 8  # names shown in an error before "… and N more"
+
+
+def list_image_files(folder: Path, *, recursive: bool = False, what: str = "image") -> list[Path]:
+    """Image files of `folder`, sorted by path; a missing or empty folder is a DataError."""
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "not found"
+        raise DataError(f"{folder}: {what} folder {problem}")
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in entries if p.is_file() and is_image_file(p))
+    if not files:
+        raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def find_child(folder: Path, name: str) -> Path | None:
+    """The child of `folder` called `name`, matched without regard to case (Ungood, ungood)."""
+    exact = folder / name
+    if exact.exists():
+        return exact
+    if not folder.is_dir():
+        return None
+    matches = sorted(p for p in folder.iterdir() if p.name.lower() == name.lower())
+    return matches[0] if matches else None
+
+
+def index_masks(mask_dir: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """Map image stem → mask file for the masks in `mask_dir`, trying each suffix in order.
+
+    A mask `007_mask.png` is indexed as `007` when "_mask" is among `suffixes`; the first
+    suffix that applies wins, so ("_mask", "") prefers `007_mask.png` over `007.png`.
+    """
+    masks = list_image_files(mask_dir, what="mask")
+    index: dict[str, Path] = {}
+    for suffix in reversed(suffixes):  # earlier suffixes overwrite later ones: they win
+        for mask in masks:
+            stem = mask.stem
+            if suffix and not stem.endswith(suffix):
+                continue
+            index[stem[: len(stem) - len(suffix)] if suffix else stem] = mask
+    return index
+
+
+def pair_masks(images: Iterable[Path], masks: dict[str, Path], where: Path) -> list[Path]:
+    """The mask of each image by stem; any image without one is a DataError listing them all."""
+    images = list(images)
+    counts = Counter(p.stem for p in images)
+    twins = sorted(p.name for p in images if counts[p.stem] > 1)
+    if twins:
+        raise DataError(f"{images[0].parent}: images share a stem, so masks cannot be paired by "
+                        f"name: {show_names(twins)}")
+    missing = [p.name for p in images if p.stem not in masks]
+    if missing:
+        raise DataError(
+            f"{where}: {len(missing)} anomalous image(s) have no mask with the same stem: "
+            f"{show_names(missing)}"
+        )
+    return [masks[p.stem] for p in images]
+
+
+def check_mask_sizes(samples: Iterable[Sample]) -> None:
+    """Every mask has its image's size (header reads only); else a DataError naming both."""
+    for sample in samples:
+        if sample.mask is None:
+            continue
+        img_size, mask_size = image_size(sample.image), image_size(sample.mask)
+        if img_size != mask_size:
+            raise DataError(mask_size_message(sample.image, img_size, sample.mask, mask_size))
+
+
+def mask_size_message(image: Path, img_size: tuple[int, int], mask: Path,
+                      mask_size: tuple[int, int]) -> str:
+    """The one wording of the mask-size error, shared by loaders and the Dataset."""
+    return (
+        f"{mask}: mask is {mask_size[0]}x{mask_size[1]} (WxH) but its image {image} is "
+        f"{img_size[0]}x{img_size[1]}; a mask must have its image's size"
+    )
+
+
+def show_names(names: Sequence[str]) -> str:
+    """Comma-separated names, shortened to the first few with a count of the rest."""
+    shown = ", ".join(names[:_SHOW])
+    return shown + (f" … and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+

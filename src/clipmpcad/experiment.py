@@ -1,0 +1,236 @@
+"""A run from configuration to run folder: data and shots, backbone and prototypes, training,
+bank and calibration (`train_run`); then evaluation into metrics.json and the report (`test_run`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .augment import expand_views
+from .backbone import Backbone, load_backbone
+from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
+from .config import RunConfig
+from .data import CategoryData, load_category
+from .data.dataset import load_batch
+from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
+from .detector import Detector, build_bank, calibrate_on_reference
+from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
+from .model import ClipMPCAD
+from .prompts import PrototypeCache, load_prompt_set, prompt_sentences, text_prototypes
+from .protocols import Protocol, get_protocol
+from .runs import check_new_run_dir, staged_run_dir, write_json
+from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything
+from .scoring import Calibration
+from .synthesis import synthesise_anomalies
+from .training import SupportSet, fit
+
+LEARNING_RATES = {"medical": 1e-3, "industrial": 1e-4}  # METHOD §8
+
+
+def load_data(cfg: RunConfig) -> CategoryData:
+    """The run's category, with the domain override applied (checked before any work)."""
+    options: dict[str, Any] = dict(cfg.data.options)
+    if cfg.data.domain is not None:
+        options["domain"] = cfg.data.domain
+    return load_category(cfg.data.dataset, cfg.data.root, cfg.data.category, **options)
+
+
+def choose_shots(cfg: RunConfig, data: CategoryData, protocol: Protocol) -> Shots:
+    if cfg.data.shot_file:
+        return read_shots(cfg.data.shot_file, data)
+    return select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source, normal_only=not protocol.abnormal_shots)
+
+
+def preprocess_for(backbone: Backbone, data: CategoryData, protocol: Protocol) -> Preprocess:
+    normalize = protocol.clip_normalise_medical or data.domain != "medical"
+    return Preprocess(backbone.info.image_size, normalize, tuple(backbone.mean), tuple(backbone.std))
+
+
+def build_prototypes(backbone: Backbone, cfg: RunConfig, data: CategoryData) -> tuple[torch.Tensor, str, str]:
+    """T (D, 2) for the run's prompt mode, set and object name, through the on-disk cache."""
+    name = cfg.prompts.prompt_set or data.prompt_set
+    prompt_set = None if cfg.prompts.mode == "base" else load_prompt_set(name)
+    classname = cfg.prompts.classname or data.classname
+    sentences = prompt_sentences(cfg.prompts.mode, prompt_set, classname)
+    cache = PrototypeCache()
+    identity = backbone.info.identity
+    cached = cache.get(identity, sentences)
+    if cached is not None:
+        return cached, name, classname
+    prototypes = text_prototypes(backbone.encode_text, backbone.tokenize, sentences)
+    cache.put(identity, sentences, prototypes)
+    return prototypes, name, classname
+
+
+def load_support(shots: Shots, prep: Preprocess, views: int, seed: int) -> SupportSet:
+    """Support views: k normal then k abnormal images (synthesised when there are none), × views."""
+    normal = load_batch(shots.normal, prep.image_size, prep.normalize)
+    images, masks = normal.images, normal.masks
+    labels = [0] * len(shots.normal)
+    if shots.abnormal:
+        abnormal = load_batch(shots.abnormal, prep.image_size, prep.normalize)
+        images, masks = torch.cat([images, abnormal.images]), torch.cat([masks, abnormal.masks])
+        labels += [1] * len(shots.abnormal)
+    elif views:  # normal-only (METHOD §8): anomalies synthesised on the normal shots
+        fake, fake_masks = synthesise_anomalies(normal.images, seed)
+        images, masks = torch.cat([images, fake]), torch.cat([masks, fake_masks])
+        labels += [1] * len(shots.normal)
+    view_images, view_masks = expand_views(images, masks, views)
+    ids = torch.arange(len(labels))
+    return SupportSet(
+        view_images, view_masks, torch.tensor(labels).repeat_interleave(views), ids.repeat_interleave(views)
+    )
+
+
+def train_run(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train one run and write its folder; returns the folder. Bad input fails before any work."""
+    out = Path(out)
+    protocol = get_protocol(cfg.protocol)
+    check_new_run_dir(out, overwrite)
+    data = load_data(cfg)
+    shots = choose_shots(cfg, data, protocol)
+    device = resolve_device(cfg.device)
+    configure_cpu()
+    generator = seed_everything(cfg.seed)
+    start = time.perf_counter()
+    backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
+    prep = preprocess_for(backbone, data, protocol)
+    prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
+    backbone.drop_text()
+    with fixed_torch_seed(cfg.seed):
+        model = ClipMPCAD(backbone, prototypes, cfg.adapter if protocol.trains else None, cfg.decoder).to(device)
+    model.bank_block_size = cfg.bank.block_size
+    support = load_support(shots, prep, cfg.train.views, cfg.seed)
+    lr = cfg.train.lr or LEARNING_RATES[data.domain]
+    selector = _BestEpoch(model, data, shots, prep, cfg, device) if protocol.epoch_rule == "best" else None
+    history = fit(
+        model, support, cfg.train, lr=lr, has_masks=data.has_masks, device=device,
+        generator=generator, on_epoch=selector, progress=progress,
+    )
+    if selector is not None:
+        selector.restore()
+    detector, calibration = finish_model(model, support, data, cfg, protocol, device)
+    meta = RunMeta(data.dataset, data.category, data.domain, classname, prompt_set, data.has_masks, prep.normalize)
+    record = {
+        "losses": history.losses, "steps": history.steps, "lr": lr, "support_views": len(support),
+        "train_seconds": time.perf_counter() - start, "device": str(device),
+        "best_epoch": None if selector is None else selector.best_epoch,
+    }
+    with staged_run_dir(out, overwrite) as stage:
+        write_json(stage / "config.json", cfg.to_dict())
+        write_json(stage / "shots.json", shots_to_json(shots, data))
+        save_model(stage, detector.model, calibration, meta)
+        write_json(stage / "train.json", record)
+    return out
+
+
+def finish_model(
+    model: ClipMPCAD, support: SupportSet, data: CategoryData, cfg: RunConfig, protocol: Protocol, device: torch.device
+) -> tuple[Detector, Calibration | None]:
+    """After training: the bank of the normal support views and the reference calibration."""
+    normals = support.select(0)
+    map_branch = "seg" if data.has_masks else "det"
+    model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if protocol.uses_bank else None
+    detector = Detector(model, None, has_masks=data.has_masks, image_size=model.backbone.info.image_size, device=device)
+    calibration = None
+    if protocol.calibration == "reference" and len(normals):
+        calibration = calibrate_on_reference(
+            detector, normals, batch=cfg.eval.batch_size, image_fpr=cfg.eval.image_fpr, pixel_fpr=cfg.eval.pixel_fpr
+        )
+        detector.calibration = calibration
+    return detector, calibration
+
+
+class _BestEpoch:
+    """The `paper` protocol's epoch rule: evaluate on the test set after every epoch, keep the best."""
+
+    def __init__(self, model: ClipMPCAD, data: CategoryData, shots: Shots, prep: Preprocess, cfg: RunConfig, device) -> None:
+        self.model, self.data, self.prep, self.cfg, self.device = model, data, prep, cfg, device
+        self.samples = evaluation_samples(data, shots)
+        self.support = load_support(shots, prep, cfg.train.views, cfg.seed).select(0)
+        self.best, self.best_epoch, self.best_state = -1.0, None, None
+
+    def __call__(self, epoch: int) -> None:
+        detector, _ = finish_model(self.model, self.support, self.data, self.cfg, get_protocol("paper"), self.device)
+        detector.calibration = fit_test_calibration(detector, self.samples, self.prep, self.cfg.eval, progress=False)
+        metrics = evaluate(detector, self.samples, self.prep, self.cfg.eval, progress=False).metrics
+        value = (metrics.image_auroc or 0.0) + (metrics.pixel_auroc or 0.0)  # MVFA's selection score
+        if value > self.best:
+            self.best, self.best_epoch = value, epoch
+            self.best_state = copy.deepcopy({k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")})
+        self.model.bank = None
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state, strict=False)
+
+
+def test_run(
+    run_dir: str | Path,
+    *,
+    device: str | None = None,
+    pixel_resolution: str | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained run on its test split; writes metrics.json (and report.html)."""
+    run = load_run(run_dir, device)
+    cfg = run.config
+    if pixel_resolution is not None:
+        cfg = cfg.with_overrides({"eval.pixel_resolution": pixel_resolution})
+    protocol = get_protocol(cfg.protocol)
+    data = load_data(cfg)
+    shots = read_shots(run.run_dir / "shots.json", data)
+    samples = evaluation_samples(data, shots)
+    detector = run.detector
+    if protocol.calibration == "test":
+        detector.calibration = fit_test_calibration(detector, samples, run.prep, cfg.eval, progress=progress)
+    result = evaluate(detector, samples, run.prep, cfg.eval, progress=progress)
+    if protocol.calibration == "test":  # thresholds picked on the test set too: flagged as such
+        m = result.metrics
+        detector.calibration = dataclasses.replace(
+            detector.calibration,
+            image_threshold=m.image_f1_threshold if m.image_f1_threshold is not None else 0.5,
+            pixel_threshold=m.pixel_f1_threshold if m.pixel_f1_threshold is not None else 0.5,
+        )
+    record = metrics_record(run, cfg, protocol, shots, result)
+    from .report.run_report import write_run_report  # local: the report pulls in matplotlib
+
+    if report:
+        write_run_report(run, cfg, samples, result, record)
+    write_json(run.run_dir / "metrics.json", record)
+    return record
+
+
+def metrics_record(run: TrainedRun, cfg: RunConfig, protocol: Protocol, shots: Shots, result: Evaluation) -> dict[str, Any]:
+    info = run.info
+    return {
+        "dataset": run.meta.dataset,
+        "category": run.meta.category,
+        "domain": run.meta.domain,
+        "shot": shots.k,
+        "seed": cfg.seed,
+        "shot_source": shots.source,
+        "protocol": protocol.name,
+        "test_selected": protocol.test_selected,
+        "backbone": {"model": info.model, "weights": info.weights, "random": info.random,
+                     "quick_gelu": info.quick_gelu, "image_size": info.image_size},
+        "adapter": cfg.adapter.kind if run.detector.model.adapted else None,
+        "prompts": {"mode": cfg.prompts.mode, "set": run.meta.prompt_set, "classname": run.meta.classname},
+        "levels": list(info.levels),
+        "image_score": "max of the fused map" if run.meta.has_masks else "fused detection score",
+        "pixel_resolution": (cfg.eval.pixel_resolution if run.meta.has_masks else None),
+        **{k: v for k, v in result.metrics.to_dict().items()},
+        "n_test_images": len(result.scores),
+        "removed_from_test": shots.removed_from_test,
+        "calibration": run.detector.calibration.to_dict() if run.detector.calibration else None,
+        "train_seconds": read_train_record(run.run_dir).get("train_seconds"),
+        "test_seconds": result.seconds,
+        "test_images_per_second": result.images_per_second,
+    }

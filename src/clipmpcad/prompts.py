@@ -1,0 +1,500 @@
+"""P-Prompts: base ensemble, prompt-set schema and lint, text prototypes and their cache.
+
+METHOD §4; the base ensemble is WinCLIP's, as April-GAN and MVFA use it. ``validate_prompt_set``
+is the one schema function that loading, ``prompts lint`` and ``prompts generate`` share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from open_clip.tokenizer import SimpleTokenizer
+
+from .errors import PromptError
+
+PROMPT_MODES = {"base": "the base ensemble only", "p-prompts": "the prompt set's sentences only",
+                "base+p": "both sources, each source's prototype weighted equally"}
+DEFAULT_PROMPT_MODE = "base+p"
+
+# METHOD §4 base ensemble: states, then the 35 CLIP photo templates, in the published order.
+NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",
+                 "{} without defect", "{} without damage")
+ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+TEMPLATES = (
+    "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of the {}.",
+    "a photo of my {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
+    "a black and white photo of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.",
+    "a photo of the {}.", "a good photo of the {}.", "a photo of one {}.",
+    "a close-up photo of the {}.", "a photo of a {}.", "a low resolution photo of a {}.",
+    "a photo of a large {}.", "a blurry photo of a {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a photo of the small {}.", "a photo of the large {}.",
+    "a black and white photo of a {}.", "a dark photo of a {}.", "a photo of a cool {}.",
+    "a photo of a small {}.", "there is a {} in the scene.", "there is the {} in the scene.",
+    "this is a {} in the scene.", "this is the {} in the scene.", "this is one {} in the scene.",
+)
+
+SCHEMA_VERSION = 1
+MIN_SENTENCES = 30  # per state, unique ignoring case and spaces
+CONTEXT_LENGTH = 77  # CLIP's text context in tokens, start- and end-of-text included
+PLACEHOLDER = "{classname}"
+DOMAINS = ("medical", "industrial")
+_FIELDS: dict[str, type] = {"schema_version": int, "name": str, "domain": str, "dataset": str,
+                            "category": str, "classname": str, "provenance": dict,
+                            "normal": list, "abnormal": list}
+_OPTIONAL_FIELDS: dict[str, type] = {"description": str}
+_PROVENANCE_FIELDS: dict[str, type] = {"generator": str, "instruction": str, "date": str,
+                                       "reviewed": bool}
+_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
+_BRACED = re.compile(r"\{[^{}]*\}")
+_DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """One domain's P-Prompts, as read from a JSON file that passed ``validate_prompt_set``."""
+
+    name: str  # file stem for package sets, e.g. "brain_mri"
+    domain: str  # "medical" or "industrial"
+    dataset: str  # e.g. "BMAD", "MVTec-AD", "custom"
+    category: str  # e.g. "Brain", "metal_nut"
+    classname: str  # default object name for {classname} and the base ensemble
+    normal: tuple[str, ...]  # sentences, {classname} not yet filled
+    abnormal: tuple[str, ...]
+    provenance: dict[str, Any] = field(hash=False)  # generator, instruction, date, reviewed, …
+    description: str = ""
+    source: str = field(default="", compare=False)  # where it was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the file format (schema_version 1)."""
+        head = {"schema_version": SCHEMA_VERSION, "name": self.name, "domain": self.domain,
+                "dataset": self.dataset, "category": self.category, "classname": self.classname}
+        return head | ({"description": self.description} if self.description else {}) | {
+            "provenance": dict(self.provenance), "normal": list(self.normal),
+            "abnormal": list(self.abnormal)}
+
+    @classmethod
+    def from_dict(cls, obj: object, source: str) -> PromptSet:
+        """Validates ``obj`` and builds the set; PromptError names ``source`` and the problem."""
+        problems = validate_prompt_set(obj)
+        if problems or not isinstance(obj, dict):  # not a dict: already among the problems
+            raise PromptError(_one_line(source, problems))
+        return cls(name=obj["name"], domain=obj["domain"], dataset=obj["dataset"],
+                   category=obj["category"], classname=obj["classname"],
+                   normal=tuple(obj["normal"]), abnormal=tuple(obj["abnormal"]),
+                   provenance=dict(obj["provenance"]), description=obj.get("description", ""),
+                   source=source)
+
+
+# ---------------------------------------------------------------- schema (used by lint too)
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> SimpleTokenizer:
+    return SimpleTokenizer()
+
+
+def token_count(text: str) -> int:
+    """Tokens OpenCLIP's CLIP tokenizer makes of ``text``, start- and end-of-text included."""
+    return len(_tokenizer().encode(text)) + 2
+
+
+def fill_classname(sentence: str, classname: str) -> str:
+    """Puts the object name in place of every ``{classname}``."""
+    return sentence.replace(PLACEHOLDER, classname)
+
+
+def sentence_key(sentence: str) -> str:
+    """The form under which two sentences count as duplicates: case and spacing ignored."""
+    return " ".join(sentence.split()).casefold()
+
+
+def validate_prompt_set(obj: object) -> list[str]:
+    """Every problem of a prompt-set JSON object, one line each; [] means valid: keys, types,
+    values, ≥ MIN_SENTENCES unique sentences per state, duplicates within and across states,
+    {classname} the only placeholder, CONTEXT_LENGTH tokens once it holds the classname."""
+    if not isinstance(obj, dict):
+        return [f"the top level must be a JSON object, not {_json_type(obj)}"]
+    problems = _check_fields(obj, _FIELDS, _OPTIONAL_FIELDS, "")
+    problems += _check_values(obj)
+    classname = obj.get("classname") if _is_text(obj.get("classname")) else None
+    seen: dict[str, dict[str, int]] = {}
+    for state in ("normal", "abnormal"):
+        if isinstance(obj.get(state), list):
+            state_problems, seen[state] = _check_sentences(state, obj[state], classname)
+            problems += state_problems
+    for key, i in seen.get("normal", {}).items():
+        if key in seen.get("abnormal", {}):
+            problems.append(f"normal[{i}] is also abnormal[{seen['abnormal'][key]}]: {key!r}")
+    return problems
+
+
+def _check_fields(obj: dict, required: dict[str, type], optional: dict[str, type],
+                  where: str) -> list[str]:
+    problems = [f"missing key {where + key!r}" for key in required if key not in obj]
+    allowed = required | optional
+    for key, value in obj.items():
+        kind = allowed.get(key)
+        if kind is None and where:  # provenance may carry more, as plain JSON values
+            if isinstance(value, (dict, list)):
+                problems.append(f"{where + key!r} must be a string, number or boolean")
+        elif kind is None:
+            problems.append(f"unknown key {key!r}; the keys are {', '.join(allowed)}")
+        elif not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            problems.append(f"{where + key!r} must be {_JSON_NAMES[kind]}, "
+                            f"not {_json_type(value)}")
+    return problems
+
+
+def _check_values(obj: dict) -> list[str]:
+    problems = []
+    version = obj.get("schema_version")
+    if type(version) is int and version != SCHEMA_VERSION:
+        problems.append(f"schema_version is {version}; this clipmpcad reads {SCHEMA_VERSION}")
+    if _is_text(obj.get("name")) and not _NAME.fullmatch(obj["name"]):
+        problems.append(f"name {obj['name']!r} must be lower-case letters, digits and '_'")
+    if _is_text(obj.get("domain")) and obj["domain"] not in DOMAINS:
+        problems.append(f"domain {obj['domain']!r} must be one of {', '.join(DOMAINS)}")
+    for key in ("dataset", "category", "classname"):
+        if isinstance(obj.get(key), str) and not obj[key].strip():
+            problems.append(f"{key!r} is empty")
+    if _is_text(obj.get("classname")) and ("{" in obj["classname"] or "}" in obj["classname"]):
+        problems.append(f"classname {obj['classname']!r} must not contain braces")
+    provenance = obj.get("provenance")
+    if isinstance(provenance, dict):
+        problems += _check_fields(provenance, _PROVENANCE_FIELDS, {}, "provenance.")
+        date = provenance.get("date")
+        if isinstance(date, str) and not _DATE.fullmatch(date):
+            problems.append(f"provenance.date {date!r} must be a date as YYYY-MM-DD")
+    return problems
+
+
+def _check_sentences(state: str, sentences: list, classname: str | None
+                     ) -> tuple[list[str], dict[str, int]]:
+    problems: list[str] = []
+    seen: dict[str, int] = {}  # duplicate key -> first index
+    for i, sentence in enumerate(sentences):
+        where = f"{state}[{i}]"
+        if not _is_text(sentence):
+            problems.append(f"{where} must be a non-empty string, not {_json_type(sentence)}")
+            continue
+        problems += _placeholder_problems(where, sentence)
+        key = sentence_key(sentence)
+        if key in seen:
+            problems.append(f"{where} repeats {state}[{seen[key]}] (case and spaces ignored): "
+                            f"{sentence!r}")
+            continue
+        seen[key] = i
+        if classname is not None:
+            tokens = token_count(fill_classname(sentence, classname))
+            if tokens > CONTEXT_LENGTH:
+                problems.append(f"{where} is {tokens} tokens with classname {classname!r}; "
+                                f"CLIP's context holds {CONTEXT_LENGTH}: {sentence!r}")
+    if len(seen) < MIN_SENTENCES:
+        problems.append(f"{state!r} has {len(seen)} unique sentences; at least {MIN_SENTENCES} "
+                        "are required")
+    return problems, seen
+
+
+def _placeholder_problems(where: str, sentence: str) -> list[str]:
+    others = [m for m in _BRACED.findall(sentence) if m != PLACEHOLDER]
+    if others:
+        return [f"{where} uses the placeholder {others[0]}; the only one is {PLACEHOLDER}: "
+                f"{sentence!r}"]
+    rest = sentence.replace(PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
+        return [f"{where} has a stray brace (write {PLACEHOLDER} exactly): {sentence!r}"]
+    return []
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+_JSON_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "an object", type(None): "null"}
+
+
+def _json_type(value: object) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _one_line(source: str, problems: list[str]) -> str:
+    more = len(problems) - 1
+    tail = f" (and {more} more; `clipmpcad prompts lint {source}` lists them)" if more else ""
+    return f"{source}: {problems[0]}{tail}"
+
+
+# ---------------------------------------------------------------- files: load, list, lint
+
+def _package_dir() -> Any:  # a Traversable
+    return resources.files("clipmpcad") / "prompt_sets"
+
+
+def prompt_set_names() -> list[str]:
+    """Names of the prompt sets shipped in the package, sorted."""
+    return sorted(p.name[:-5] for p in _package_dir().iterdir() if p.name.endswith(".json"))
+
+
+def load_prompt_set(name_or_path: str | Path) -> PromptSet:
+    """A package set by name (``"brain_mri"``), or a JSON file: a Path, or a string ending in
+    ``.json`` or holding a path separator. PromptError for an unknown name (listing the
+    available ones), a missing file, invalid JSON or a set that fails the schema."""
+    names = prompt_set_names()
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text or os.sep in text:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise PromptError(f"{path}: no such prompt-set file; give a JSON file or one of "
+                              f"the package sets: {', '.join(names)}")
+        return PromptSet.from_dict(_read_json(path), str(path))
+    if text not in names:
+        raise PromptError(f"unknown prompt set {text!r}; available: {', '.join(names)} "
+                          "(or give the path of a JSON file)")
+    resource = _package_dir() / f"{text}.json"
+    return PromptSet.from_dict(_read_json(resource), str(resource))
+
+
+def list_prompt_sets() -> list[PromptSet]:
+    """Every package set, loaded and validated, sorted by name."""
+    return [load_prompt_set(name) for name in prompt_set_names()]
+
+
+def lint_prompt_files(paths: Iterable[str | Path] | None = None) -> dict[str, list[str]]:
+    """Problems per file by ``validate_prompt_set``, [] for a clean file; unreadable files and
+    invalid JSON are problems too, never raised. ``None``: the package's own files, whose
+    ``name`` must also match the file name."""
+    if paths is None:
+        files = [(_package_dir() / f"{name}.json", name) for name in prompt_set_names()]
+    else:
+        files = [(Path(path), None) for path in paths]
+    return {str(file): _lint_file(file, name) for file, name in files}
+
+
+def _lint_file(file: Any, expected_name: str | None) -> list[str]:
+    try:
+        obj = _read_json(file)
+    except PromptError as error:
+        return [str(error).removeprefix(f"{file}: ")]
+    problems = validate_prompt_set(obj)
+    if expected_name is not None and isinstance(obj, dict) and obj.get("name") != expected_name:
+        problems.append(f"name {obj.get('name')!r} differs from the file name {expected_name!r}")
+    return problems
+
+
+def _read_json(file: Any) -> object:  # a Path or an importlib Traversable
+    """The file's JSON, refusing repeated keys; PromptError names the file and the problem."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as error:
+        reason = f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except ValueError as error:  # from _unique_keys
+        reason = str(error)
+    except OSError as error:
+        reason = f"cannot read the file ({error.strerror})"
+    raise PromptError(f"{file}: {reason}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+    return dict(pairs)
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Writes to a temporary file beside ``path``, then renames it: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600 files
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+# ---------------------------------------------------------------- sentences and prototypes
+
+@dataclass(frozen=True)
+class PromptSentences:
+    """Filled sentences of one mode; per state, one group per source (base, P-Prompts)."""
+
+    mode: str
+    normal: tuple[tuple[str, ...], ...]  # groups of sentences
+    abnormal: tuple[tuple[str, ...], ...]
+
+    def digest(self) -> str:
+        """SHA-256 of the mode and every sentence, in order: the content part of a cache key."""
+        text = json.dumps([self.mode, self.normal, self.abnormal], ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def base_sentences(classname: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The base ensemble for one object name: 245 normal and 175 abnormal sentences.
+
+    The name goes in as given: the published code appended "with defects" to industrial
+    names even in normal sentences, a bug not reproduced here (METHOD §4).
+    """
+    def expand(states: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t.replace("{}", s.replace("{}", classname)) for s in states for t in TEMPLATES)
+
+    return expand(NORMAL_STATES), expand(ABNORMAL_STATES)
+
+
+def prompt_sentences(mode: str, prompt_set: PromptSet | None = None,
+                     classname: str | None = None) -> PromptSentences:
+    """The sentences of ``mode`` for one object name (default: the set's classname).
+
+    Raises PromptError for an unknown mode, a mode that needs a set without one, or an object
+    name that pushes a sentence past CLIP's 77 tokens.
+    """
+    if mode not in PROMPT_MODES:
+        raise PromptError(f"unknown prompt mode {mode!r}; choose one of {', '.join(PROMPT_MODES)}")
+    if mode != "base" and prompt_set is None:
+        raise PromptError(f"prompt mode {mode!r} needs a prompt set; use mode 'base' without one")
+    name = classname or (prompt_set.classname if prompt_set is not None else "")
+    if not name.strip():
+        raise PromptError("no object name for the prompts: give a classname or a prompt set")
+    sources = [] if mode == "p-prompts" else [base_sentences(name)]  # (normal, abnormal) each
+    if prompt_set is not None and mode != "base":
+        sources.append(tuple(tuple(fill_classname(s, name) for s in state)
+                             for state in (prompt_set.normal, prompt_set.abnormal)))
+    too_long = [s for pair in sources for state in pair for s in state
+                if token_count(s) > CONTEXT_LENGTH]
+    if too_long:
+        raise PromptError(f"{len(too_long)} prompt sentences exceed CLIP's {CONTEXT_LENGTH} "
+                          f"tokens with classname {name!r}, e.g. {too_long[0]!r}; "
+                          "use a shorter classname")
+    return PromptSentences(mode, tuple(p[0] for p in sources), tuple(p[1] for p in sources))
+
+
+def text_prototypes(encode_text: Callable[[torch.Tensor], torch.Tensor],
+                    tokenize: Callable[[list[str]], torch.Tensor],
+                    sentences: PromptSentences, *, batch_size: int = 256) -> torch.Tensor:
+    """T of METHOD §4: (D, 2) float32 on the CPU, column 0 normal, column 1 abnormal.
+
+    Args:
+        encode_text: token ids (n, 77) from ``tokenize``, on the CPU (move them to the model's
+            device inside), to embeddings (n, D).
+        tokenize: sentences to token ids (n, 77), e.g. ``open_clip.get_tokenizer(model_name)``.
+        batch_size: sentences per ``encode_text`` call; the result does not depend on it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    with torch.no_grad():
+        columns = [_state_prototype(encode_text, tokenize, groups, batch_size)
+                   for groups in (sentences.normal, sentences.abnormal)]
+    return torch.stack(columns, dim=1)  # (D, 2)
+
+
+def _state_prototype(encode_text: Callable[[torch.Tensor], torch.Tensor],
+                     tokenize: Callable[[list[str]], torch.Tensor],
+                     groups: tuple[tuple[str, ...], ...], batch_size: int) -> torch.Tensor:
+    # Per source, METHOD §4: encode, L2-normalise each, average, L2-normalise. base+p then takes
+    # the mean of the two sources' unit prototypes, re-normalised, rather than one mean over the
+    # pooled sentences: pooled, the 245/175 generic base sentences would outweigh a set's 30-60
+    # domain sentences about five to one and the P-Prompts would barely move T. Equal weights
+    # per source keep the domain vocabulary's share fixed whatever the list lengths.
+    prototypes = []
+    for group in groups:
+        chunks = [encode_text(tokenize(list(group[i:i + batch_size]))).float().cpu()
+                  for i in range(0, len(group), batch_size)]
+        prototypes.append(_mean_direction(torch.cat(chunks)))  # (D,)
+    return _mean_direction(torch.stack(prototypes))  # (D,)
+
+
+def _mean_direction(embeddings: torch.Tensor) -> torch.Tensor:
+    """(n, D) -> (D,): normalise rows, average, normalise."""
+    return F.normalize(F.normalize(embeddings, dim=-1).mean(dim=0), dim=0)
+
+
+# ---------------------------------------------------------------- prototype cache
+
+def default_cache_dir() -> Path:
+    """$CLIPMPCAD_CACHE if set (the folder of the prototype files), else the user cache."""
+    configured = os.environ.get("CLIPMPCAD_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "clipmpcad" / "prototypes"
+
+
+class PrototypeCache:
+    """T per (backbone identity, mode and sentences), as small ``.pt`` files (METHOD §4).
+
+    ``backbone_id``: the caller's image-independent identity of the text tower: model name,
+    weights (tag or checkpoint hash) and anything else that changes ``encode_text`` (QuickGELU).
+    """
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+
+    def path_for(self, backbone_id: str, sentences: PromptSentences) -> Path:
+        """The file of one entry: a hash of the identity, the mode and every sentence."""
+        if not backbone_id:
+            raise ValueError("backbone_id must be a non-empty string")
+        key = hashlib.sha256(f"v1\0{backbone_id}\0{sentences.digest()}".encode()).hexdigest()
+        return self.directory / f"{key[:40]}.pt"
+
+    def get(self, backbone_id: str, sentences: PromptSentences) -> torch.Tensor | None:
+        """The cached T, or None; an unreadable entry warns and counts as a miss."""
+        path = self.path_for(backbone_id, sentences)
+        if not path.is_file():
+            return None
+        try:
+            prototypes = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(prototypes, torch.Tensor) and prototypes.ndim == 2 \
+                    and prototypes.shape[1] == 2:
+                return prototypes
+            error: object = "not a (D, 2) tensor"
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as caught:
+            error = caught
+        warnings.warn(f"{path}: unusable prototype cache entry ({error}); recomputing",
+                      stacklevel=2)
+        return None
+
+    def put(self, backbone_id: str, sentences: PromptSentences,
+            prototypes: torch.Tensor) -> Path:
+        """Stores T (D, 2), atomically; returns the file."""
+        path = self.path_for(backbone_id, sentences)
+        tensor = prototypes.detach().float().cpu().contiguous()
+        write_atomic(path, lambda f: torch.save(tensor, f))
+        return path
+
+    def get_or_compute(self, backbone_id: str, sentences: PromptSentences,
+                       compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached T, or ``compute()`` stored and returned (a cache that cannot be written
+        warns); always float32 on the CPU."""
+        cached = self.get(backbone_id, sentences)
+        if cached is not None:
+            return cached
+        prototypes = compute().detach().float().cpu()
+        try:
+            self.put(backbone_id, sentences, prototypes)
+        except OSError as error:
+            warnings.warn(f"could not write the prototype cache in {self.directory}: {error}",
+                          stacklevel=2)
+        return prototypes

@@ -1,0 +1,199 @@
+"""One self-contained, offline HTML report of a test run: worst cases first (METHOD §11).
+
+Everything is inline: CSS in a <style> element, images as base64 PNG data URIs; no script, no
+external reference. A test-selected protocol (`paper`) puts a warning banner on top.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ..errors import DataError
+from ..metrics import Curves
+from ..protocols import PROTOCOLS
+from .figures import (
+    GREEN,
+    RED,
+    draw_contour,
+    heatmap_overlay,
+    png_bytes,
+    roc_pr_figure,
+    write_atomic,
+)
+from .tables import run_table
+
+THUMBNAIL = 256  # longest side, in pixels, of grid images (never enlarged)
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+pre{background:#f5f5f5;padding:8px;overflow:auto;max-height:30em}
+.banner{background:#b00020;color:#fff;padding:12px 16px;font-weight:bold;border-radius:4px}
+.note{color:#555;font-size:.9em}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:14px}
+figure{margin:0;border:1px solid #ddd;padding:6px;border-radius:4px}
+figure.wrong{border-color:#b00020;border-width:2px}
+figure img{margin-right:4px;vertical-align:top}
+figcaption{font-size:.85em;word-break:break-all}
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test image for the grid, with what the model made of it."""
+
+    name: str
+    image: np.ndarray  # (H,W,3) uint8
+    amap: np.ndarray  # (H,W) anomaly map at the image's size
+    gt_mask: np.ndarray | None  # (H,W) bool ground truth; None where the dataset has no masks
+    label: int  # 0 normal, 1 anomalous
+    score: float  # image score
+    threshold: float  # calibrated image threshold: anomalous when score ≥ threshold
+    pixel_threshold: float | None  # predicted mask is amap ≥ this; None: no predicted outline
+    vmin: float  # map value at the bottom of the colour scale
+    vmax: float  # map value at the top
+
+    @property
+    def wrongness(self) -> float:
+        """Signed distance of the score to the threshold, positive on the wrong side."""
+        return self.threshold - self.score if self.label == 1 else self.score - self.threshold
+
+    @property
+    def wrong(self) -> bool:
+        """The decision "anomalous when score ≥ threshold" disagrees with the label."""
+        return (self.score >= self.threshold) != (self.label == 1)
+
+
+def worst_first(cases: Sequence[Case], limit: int) -> list[Case]:
+    """The `limit` cases whose scores are furthest on the wrong side of the threshold, worst first:
+    anomalous images with the lowest scores and normal images with the highest."""
+    return sorted(cases, key=lambda c: c.wrongness, reverse=True)[:limit]
+
+
+def _img_png(data: bytes, alt: str) -> str:
+    """An <img> showing PNG bytes through a data URI, with its pixel size."""
+    with Image.open(io.BytesIO(data)) as image:
+        w, h = image.size
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img src="{uri}" width="{w}" height="{h}" alt="{html.escape(alt)}">'
+
+
+def _img(array: np.ndarray, alt: str) -> str:
+    return _img_png(png_bytes(array), alt)
+
+
+def _shrink(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize (H,W[,3]) to size (w, h) with PIL; float maps go through mode F."""
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = array.astype(np.float32)
+    return np.asarray(Image.fromarray(array).resize(size, resample))
+
+
+def _case_html(case: Case, thumbnail: int, sigma: float | None) -> str:
+    h, w = case.image.shape[:2]
+    if case.amap.shape != (h, w) or (case.gt_mask is not None and case.gt_mask.shape != (h, w)):
+        raise DataError(f"case {case.name}: image, map and mask must share one (H,W) size")
+    scale = min(1.0, thumbnail / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = _shrink(case.image, size, Image.Resampling.BILINEAR)
+    shown = ndimage.gaussian_filter(case.amap.astype(np.float64), sigma) if sigma else case.amap
+    amap = _shrink(shown, size, Image.Resampling.BILINEAR)  # smoothed at full size: sigma in pixels
+    overlay = heatmap_overlay(image, amap, case.vmin, case.vmax)
+    if case.gt_mask is not None:
+        truth = _shrink(case.gt_mask, size, Image.Resampling.NEAREST).astype(bool)
+        image = draw_contour(image, truth, GREEN, thickness=2)
+        overlay = draw_contour(overlay, truth, GREEN, thickness=2)
+    if case.pixel_threshold is not None:
+        predicted = _shrink(case.amap >= case.pixel_threshold, size, Image.Resampling.NEAREST)
+        overlay = draw_contour(overlay, predicted.astype(bool), RED, thickness=2)
+    verdict = "correct"
+    if case.wrong:
+        verdict = "missed anomaly" if case.label == 1 else "false alarm"
+    caption = (
+        f"<b>{html.escape(case.name)}</b><br>{'anomalous' if case.label == 1 else 'normal'} · "
+        f"score {case.score:.4g} vs threshold {case.threshold:.4g} · {verdict}"
+    )
+    css = ' class="wrong"' if case.wrong else ""
+    images = _img(image, f"{case.name} image") + _img(overlay, f"{case.name} heatmap")
+    return f"<figure{css}>{images}<figcaption>{caption}</figcaption></figure>"
+
+
+def protocol_warning(config: Mapping[str, Any]) -> str | None:
+    """Banner text when the configuration's protocol picks epochs or calibration on the test set."""
+    protocol = PROTOCOLS.get(str(config.get("protocol", "")))
+    if (protocol is not None and protocol.test_selected) or config.get("test_selected"):
+        name = config.get("protocol", "?")
+        return (
+            f"Test-selected protocol ({name}): the epoch and/or the score calibration were chosen "
+            "on this test set. These numbers reproduce the published protocol; they are not an "
+            "estimate of deployed performance."
+        )
+    return None
+
+
+def _curves_html(curves: Mapping[str, Curves | None]) -> str:
+    present = {f"{name}-level": c for name, c in curves.items() if c is not None}
+    if not present:
+        return "<p>No curves: the test set has one class only.</p>"
+    return _img_png(roc_pr_figure(present), "ROC and precision-recall curves")
+
+
+def write_report(
+    path: str | Path,
+    *,
+    title: str,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    curves: Mapping[str, Curves | None],
+    cases: Sequence[Case],
+    max_cases: int = 48,
+    sigma: float | None = None,
+) -> Path:
+    """Write the report as one HTML file, atomically; return its path.
+
+    Args:
+        path: the .html file to write; its folder must exist.
+        title: page title, e.g. "mvtec/bottle, 4-shot, seed 111".
+        config: the resolved run configuration (RunConfig.to_dict()), shown verbatim.
+        metrics: Metrics.to_dict() of the run.
+        curves: e.g. {"image": c.image, "pixel": c.pixel} from MetricsAccumulator.curves();
+            None entries are left out.
+        cases: test images; the `max_cases` worst (see worst_first) are shown.
+        max_cases: cap on the grid.
+        sigma: Gaussian smoothing, in original pixels, of the displayed maps only; None for none.
+    """
+    warning = protocol_warning(config)
+    shown = worst_first(cases, max_cases)
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='banner'>{html.escape(warning)}</p>" if warning else "",
+        "<h2>Metrics</h2>",
+        run_table(metrics).to_html(),
+        "<p class='note'>F1-max and its threshold are chosen on the test set: a measure of "
+        "separability, not an operating point. The grid uses the calibrated thresholds.</p>",
+        "<h2>ROC and precision–recall curves</h2>",
+        _curves_html(curves),
+        f"<h2>Test images: {len(shown)} of {len(cases)}, worst first</h2>",
+        "<p class='note'>Left: image; right: anomaly map. Green: ground truth; red: predicted "
+        "mask at the calibrated pixel threshold. Red frame: wrong decision.</p>",
+        "<div class='grid'>",
+        *(_case_html(case, THUMBNAIL, sigma) for case in shown),
+        "</div><h2>Configuration</h2>",
+        f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>",
+        "</body></html>",
+    ]
+    return write_atomic(path, "\n".join(parts).encode("utf-8"))

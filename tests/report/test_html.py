@@ -1,0 +1,148 @@
+"""The HTML report: self-contained, worst cases first, and really rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipmpcad.metrics import MetricsAccumulator
+from clipmpcad.report import Case, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Test-only: appended to a copy of the report (the report itself has no script) to list images
+# that failed to decode once the page has loaded.
+CHECK_SCRIPT = """<script>window.addEventListener('load', () => {
+  const bad = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const out = document.createElement('pre');
+  out.id = 'image-check';
+  out.textContent = JSON.stringify({total: document.images.length, bad: bad});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def make_cases(n: int = 9, size: int = 40) -> tuple[list[Case], MetricsAccumulator]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    accumulator = MetricsAccumulator(pixel_metrics=True)
+    cases = []
+    for i in range(n):
+        label = i % 2
+        image = np.stack([yy * 5, xx * 5, np.full_like(yy, 40 * (i % 5))], axis=-1).astype(np.uint8)
+        mask = np.zeros((size, size), dtype=bool)
+        if label:
+            mask[10:25, 0:15] = True  # touches the left border
+        amap = (rng.random((size, size)) * 0.5 + 0.6 * mask).astype(np.float32)
+        score = 0.1 * i  # the threshold 0.45 splits them: several cases are wrong on purpose
+        accumulator.add(np.array([score]), np.array([label]), amap[None], mask[None])
+        cases.append(Case(f"case{i}", image, amap, mask, label, score, 0.45, 0.7, 0.0, 1.1))
+    return cases, accumulator
+
+
+def write(tmp_path: Path, config: dict, max_cases: int = 48, sigma: float | None = None) -> Path:
+    cases, accumulator = make_cases()
+    curves = accumulator.curves()
+    return write_report(
+        tmp_path / "report.html",
+        title="bottle, 4-shot",
+        config=config,
+        metrics=accumulator.compute().to_dict(),
+        curves={"image": curves.image, "pixel": curves.pixel},
+        cases=cases,
+        max_cases=max_cases,
+        sigma=sigma,
+    )
+
+
+def test_self_contained_worst_first_and_capped(tmp_path):
+    path = write(tmp_path, {"protocol": "clean"}, max_cases=5)
+    text = path.read_text(encoding="utf-8")
+    assert os.listdir(tmp_path) == ["report.html"]  # written atomically: no temporary left
+    assert "<script" not in text.lower()
+    sources = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in text and "https://" not in text
+    # how wrong: anomalous 1 and normal 8 by 0.35, anomalous 3 and normal 6 by 0.15, then
+    # normal 4 and anomalous 5 right by 0.05 (pairs tie up to rounding)
+    names = re.findall(r"<b>(case\d+)</b>", text)
+    assert set(names[:2]) == {"case1", "case8"} and set(names[2:4]) == {"case3", "case6"}
+    assert len(names) == 5 and names[4] in ("case4", "case5")
+    assert text.count("<img") == 1 + 2 * 5  # curves, then image and overlay per case
+    assert "Test-selected" not in text
+
+
+def test_paper_protocol_shows_a_banner(tmp_path):
+    text = write(tmp_path, {"protocol": "paper"}).read_text(encoding="utf-8")
+    assert "class='banner'" in text and "Test-selected protocol (paper)" in text
+
+
+def chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{page.stem}-{len(args)}"
+    command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+
+
+def image_check(tmp_path: Path, html: str, name: str) -> dict:
+    """Render a copy of the page with CHECK_SCRIPT and return what it found."""
+    page = tmp_path / name
+    page.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
+    done = chromium(tmp_path, page, "--virtual-time-budget=10000", "--dump-dom")
+    found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
+    assert found, f"no result from Chromium: {done.stderr[-2000:]}"
+    return json.loads(found.group(1))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/ensure-chromium)")
+def test_renders_in_chromium_with_every_image_decoded(tmp_path):
+    report = write(tmp_path, {"protocol": "paper"})
+    html = report.read_text(encoding="utf-8")
+    result = image_check(tmp_path, html, "checked.html")
+    assert result == {"total": 1 + 2 * 9, "bad": []}
+
+    # the check can fail: corrupt one case's data URI and it must be reported
+    broken = html.replace("base64,iVBOR", "base64,AAAAA", 2)  # the curves, then case 1's image
+    result = image_check(tmp_path, broken, "broken.html")
+    assert len(result["bad"]) == 2 and "ROC and precision-recall curves" in result["bad"]
+
+    shot = tmp_path / "shot.png"
+    done = chromium(tmp_path, report, "--window-size=1200,1600", f"--screenshot={shot}")
+    assert shot.exists(), done.stderr[-2000:]
+    with Image.open(io.BytesIO(shot.read_bytes())) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert (pixels < 250).any(axis=1).mean() > 0.1  # far from a blank white page
+    assert len(np.unique(pixels, axis=0)) > 1000  # heatmaps and photos, not just text
+    red_banner = (pixels[:, 0] > 150) & (pixels[:, 1] < 40) & (pixels[:, 2] < 60)
+    assert red_banner.sum() > 10_000  # the paper-protocol banner is drawn
+
+
+def test_decisions_at_the_threshold():
+    image, amap = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4))
+    at = [Case(f"c{label}", image, amap, None, label, 0.5, 0.5, None, 0, 1) for label in (0, 1)]
+    assert at[0].wrong and not at[1].wrong  # anomalous when score ≥ threshold
+    below = Case("n", image, amap, None, 1, 0.2, 0.5, None, 0, 1)
+    assert below.wrong and below.wrongness == pytest.approx(0.3)
+
+
+def test_captions_name_the_errors(tmp_path):
+    text = write(tmp_path, {"protocol": "clean"}, sigma=2.0).read_text(encoding="utf-8")
+    assert text.count("missed anomaly") == 2  # anomalous 1 and 3 score below 0.45
+    assert text.count("false alarm") == 2  # normal 6 and 8 score above it
+    assert text.count('<figure class="wrong">') == 4

@@ -32,3 +32,17 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_benchmark(tmp_path_factory):
+    """The generated benchmark (BMAD with and without masks, MVTec layout), written once per run."""
+    from clipmpcad.data.synthetic import generate_benchmark
+
+    return generate_benchmark(tmp_path_factory.mktemp("synthetic") / "data", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _prototype_cache(tmp_path_factory, monkeypatch):
+    """Text prototypes cached per test session, never in the user's home."""
+    monkeypatch.setenv("CLIPMPCAD_CACHE", str(tmp_path_factory.getbasetemp() / "prototype-cache"))

@@ -45,7 +45,7 @@ def test_bank_rows_are_unit_norm_and_grouped() -> None:
     rows = bank.tokens["seg"][0]
     assert rows.shape == (6 * 5, 8)
     torch.testing.assert_close(rows.norm(dim=1), torch.ones(30))
-    assert bank.groups.tolist() == groups.repeat_interleave(5).tolist()
+    assert bank.groups["seg"][0].tolist() == groups.repeat_interleave(5).tolist()
 
 
 def test_support_token_scores_zero_against_its_own_bank() -> None:
@@ -72,3 +72,19 @@ def test_state_round_trip() -> None:
     again = MemoryBank.from_state(bank.state())
     query = torch.randn(2, 3, 8)
     torch.testing.assert_close(again.distances(query, "seg", 1), bank.distances(query, "seg", 1))
+
+
+def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
+    bank, feats, _ = make_bank(views=20, tokens=10, dim=16)
+    small = bank.coreset(0.25, seed=1)
+    assert small.tokens["seg"][0].shape == (50, 16) and small.groups["seg"][0].shape == (50,)
+    query = torch.randn(4, 6, 16)
+    exact, approx = bank.distances(query, "seg", 0), small.distances(query, "seg", 0)
+    assert torch.all(approx >= exact - 1e-6), "a subset can only be farther"
+    # rows of the coreset score zero; greedy coverage beats a random subset of the same size
+    rows = bank.tokens["seg"][0]
+    random_keep = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:50]
+    random_bank = MemoryBank({"seg": [rows[random_keep]]}, {"seg": [bank.groups["seg"][0][random_keep]]})
+    worst = lambda b: float(b.distances(rows[None], "seg", 0).max())  # noqa: E731
+    assert worst(small) < worst(random_bank)
+    assert bank.coreset(1.0) is bank

@@ -122,7 +122,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 16
-    workers: int = 0  # data-loading worker processes; 0 loads in the main process
+    workers: int | None = None  # data-loading worker processes; 0: main process; None: by device
     pixel_resolution: str = "model"  # "model" input size, or each mask's "original" size
     image_fpr: float = 0.05  # false-positive target of the image threshold on normal references
     pixel_fpr: float = 0.01  # false-positive target of the pixel threshold (predicted masks)
@@ -132,7 +132,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.pixel_resolution in PIXEL_RESOLUTIONS, f"pixel_resolution must be one of {PIXEL_RESOLUTIONS}")
         _check(0 < self.image_fpr < 1 and 0 < self.pixel_fpr < 1, "false-positive targets must be in (0, 1)")
-        _check(self.batch_size >= 1 and self.workers >= 0, "batch_size ≥ 1 and workers ≥ 0")
+        _check(self.batch_size >= 1 and (self.workers is None or self.workers >= 0), "batch_size ≥ 1 and workers ≥ 0")
         _check(self.sigma >= 0, f"sigma must be ≥ 0, got {self.sigma}")
 
 

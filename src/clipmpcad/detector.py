@@ -10,10 +10,21 @@ import numpy as np
 import torch
 
 from .decoder import anomaly_probability
+from .errors import ConfigError
 from .memory_bank import MemoryBank
 from .model import ClipMPCAD, ModelOutput
 from .runtime import autocast
-from .scoring import BranchMaps, Calibration, RangeTracker, branch_maps, fuse, smooth, upper_quantile
+from .scoring import (
+    BranchMaps,
+    Calibration,
+    RangeTracker,
+    Scale,
+    branch_maps,
+    fuse,
+    quantile_table,
+    smooth,
+    upper_quantile,
+)
 from .training import SupportSet
 
 
@@ -48,7 +59,8 @@ class Detector:
 
     def _run(self, images: torch.Tensor, exclude: torch.Tensor | None) -> tuple[ModelOutput, BranchMaps]:
         with autocast(self.device):
-            out = self.model(images.to(self.device), exclude=None if exclude is None else exclude.to(self.device))
+            out = self.model(images.to(self.device), exclude=None if exclude is None else exclude.to(self.device),
+                             branches=(self.map_branch,))
         maps = branch_maps(out, self.model.decoder, self.map_branch, self.image_size)
         if self.score_sigma > 0:
             maps.zero_map = smooth(maps.zero_map, self.score_sigma)
@@ -74,7 +86,7 @@ def build_bank(
     per_branch: dict[str, list[list[torch.Tensor]]] = {b: [] for b in branches}
     for start in range(0, len(normals), batch):
         with autocast(device):
-            feats = model.features(normals.images[start : start + batch].to(device))
+            feats = model.features(normals.images[start : start + batch].to(device), last_branches=branches)
         for b in branches:
             per_branch[b].append([f.float() for f in feats.branch(b)])
     features = {b: [torch.cat(level) for level in zip(*chunks)] for b, chunks in per_branch.items()}
@@ -95,6 +107,11 @@ def calibrate_on_reference(
     """Fit branch normalisations and thresholds on normal support views scored leave-one-out."""
     tracker, collected = RangeTracker(), []
     owners = loo_groups(normals.groups)
+    if detector.model.bank is not None and owners.unique().numel() < 2:
+        raise ConfigError(
+            "leave-one-out calibration needs at least two normal support views; "
+            "with one shot keep the 11 augmented views (train.views 11)"
+        )
     for start in range(0, len(normals), batch):
         sl = slice(start, start + batch)
         exclude = owners[sl] if detector.model.bank is not None else None
@@ -111,4 +128,14 @@ def calibrate_on_reference(
         image_threshold=upper_quantile(images, image_fpr),
         pixel_threshold=upper_quantile(pixels, pixel_fpr),
         n_reference=int(np.unique(normals.groups.numpy()).size),
+        reference_scores=tuple(float(s) for s in images),  # other FPR targets at predict time
+        pixel_quantiles=quantile_table(pixels),
     )
+
+
+def fixed_calibration(model: ClipMPCAD) -> Calibration:
+    """Training-free zero-shot: no reference images, so each level-summed probability is divided by
+    the number of levels (maps and scores in [0, 1]) and both thresholds sit at probability 0.5."""
+    levels = float(len(model.levels))
+    scales = {"zero_map": Scale(0.0, levels), "zero_det": Scale(0.0, levels)}
+    return Calibration("fixed", scales, image_threshold=0.5, pixel_threshold=0.5, n_reference=0)

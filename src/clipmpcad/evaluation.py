@@ -21,6 +21,7 @@ from .data.dataset import Batch, SampleDataset, collate, read_original_mask
 from .data.sample import Sample
 from .detector import Detector
 from .metrics import Metrics, MetricsAccumulator, MetricsCurves
+from .runtime import default_workers
 from .scoring import Calibration, RangeTracker
 
 
@@ -48,15 +49,18 @@ class Evaluation:
 
 
 def batches(
-    samples: Sequence[Sample], prep: Preprocess, batch_size: int, workers: int
+    samples: Sequence[Sample], prep: Preprocess, batch_size: int, workers: int | None, device: torch.device | None = None
 ) -> Iterator[Batch]:
     """Batches of a split in order; worker processes decode while the model computes."""
+    if workers is None:
+        workers = default_workers(device or torch.device("cpu"))
     dataset = SampleDataset(samples, prep.image_size, prep.normalize, prep.mean, prep.std)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda",
         collate_fn=collate,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
@@ -76,7 +80,7 @@ def evaluate(
     start = time.perf_counter()
     acc = MetricsAccumulator(pixel_metrics=detector.has_masks)
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
-    for batch in batches(samples, prep, cfg.batch_size, cfg.workers):
+    for batch in batches(samples, prep, cfg.batch_size, cfg.workers, detector.device):
         scores = detector.score(batch.images)
         image_scores = scores.image_score.float().cpu().numpy()
         labels = batch.labels.numpy()
@@ -111,7 +115,7 @@ def fit_test_calibration(
     """The `paper` protocol's transductive min-max of every branch over the whole test set."""
     tracker = RangeTracker()
     bar = tqdm(total=len(samples), desc="test min-max", unit="img", disable=not progress, leave=False)
-    for batch in batches(samples, prep, cfg.batch_size, cfg.workers):
+    for batch in batches(samples, prep, cfg.batch_size, cfg.workers, detector.device):
         tracker.add(detector.branch_maps(batch.images))
         bar.update(len(batch.labels))
     bar.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,19 @@ from .config import RunConfig
 from .data import CategoryData, load_category
 from .data.dataset import load_batch
 from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
-from .detector import Detector, build_bank, calibrate_on_reference
+from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibration
+from .errors import ConfigError
+from .metrics.summary import RunResult
+from .report.tables import benchmark_table
 from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
 from .model import ClipMPCAD
 from .prompts import PrototypeCache, load_prompt_set, prompt_sentences, text_prototypes
 from .protocols import Protocol, get_protocol
-from .runs import check_new_run_dir, staged_run_dir, write_json
+from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
 from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything
 from .scoring import Calibration
 from .synthesis import synthesise_anomalies
-from .training import SupportSet, fit
+from .training import SupportSet, TrainHistory, fit
 
 LEARNING_RATES = {"medical": 1e-3, "industrial": 1e-4}  # METHOD §8
 
@@ -68,7 +72,7 @@ def build_prototypes(backbone: Backbone, cfg: RunConfig, data: CategoryData) -> 
     return prototypes, name, classname
 
 
-def load_support(shots: Shots, prep: Preprocess, views: int, seed: int) -> SupportSet:
+def load_support(shots: Shots, prep: Preprocess, views: int, seed: int, has_masks: bool) -> SupportSet:
     """Support views: k normal then k abnormal images (synthesised when there are none), × views."""
     normal = load_batch(shots.normal, prep.image_size, prep.normalize)
     images, masks = normal.images, normal.masks
@@ -77,24 +81,42 @@ def load_support(shots: Shots, prep: Preprocess, views: int, seed: int) -> Suppo
         abnormal = load_batch(shots.abnormal, prep.image_size, prep.normalize)
         images, masks = torch.cat([images, abnormal.images]), torch.cat([masks, abnormal.masks])
         labels += [1] * len(shots.abnormal)
-    elif views:  # normal-only (METHOD §8): anomalies synthesised on the normal shots
+    elif shots.normal:  # normal-only (METHOD §8): anomalies synthesised on the normal shots
         fake, fake_masks = synthesise_anomalies(normal.images, seed)
         images, masks = torch.cat([images, fake]), torch.cat([masks, fake_masks])
         labels += [1] * len(shots.normal)
     view_images, view_masks = expand_views(images, masks, views)
     ids = torch.arange(len(labels))
     return SupportSet(
-        view_images, view_masks, torch.tensor(labels).repeat_interleave(views), ids.repeat_interleave(views)
+        view_images, view_masks, torch.tensor(labels).repeat_interleave(views), ids.repeat_interleave(views),
+        torch.full((len(labels) * views,), has_masks),
     )
 
 
-def train_run(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Path:
-    """Train one run and write its folder; returns the folder. Bad input fails before any work."""
+def train_run(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    train_on: Sequence[str] | None = None,
+) -> Path:
+    """Train one run and write its folder; returns the folder. Bad input fails before any work.
+
+    train_on (zero-shot only): categories whose support sets train the adapters instead of the
+    target's, as CATEGORY (same dataset and root) or DATASET:ROOT:CATEGORY (MVFA's leave-one-out).
+    """
     out = Path(out)
     protocol = get_protocol(cfg.protocol)
+    if train_on and protocol.name != "zero-shot":
+        raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")
+    if protocol.uses_bank and cfg.data.shot == 1 and cfg.train.views == 1:
+        raise ConfigError("one shot without augmented views leaves no other normal view to calibrate against; "
+                          "keep train.views 11 or use --shot 2 or more")
     check_new_run_dir(out, overwrite)
     data = load_data(cfg)
-    shots = choose_shots(cfg, data, protocol)
+    shots = NO_SHOTS if protocol.name == "zero-shot" else choose_shots(cfg, data, protocol)
+    sources = [_source_data(cfg, item, data) for item in train_on or ()]
     device = resolve_device(cfg.device)
     configure_cpu()
     generator = seed_everything(cfg.seed)
@@ -103,23 +125,30 @@ def train_run(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progr
     prep = preprocess_for(backbone, data, protocol)
     prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
     backbone.drop_text()
+    adapter = cfg.adapter if protocol.trains or sources else None
     with fixed_torch_seed(cfg.seed):
-        model = ClipMPCAD(backbone, prototypes, cfg.adapter if protocol.trains else None, cfg.decoder).to(device)
+        model = ClipMPCAD(backbone, prototypes, adapter, cfg.decoder).to(device)
     model.bank_block_size = cfg.bank.block_size
-    support = load_support(shots, prep, cfg.train.views, cfg.seed)
-    lr = cfg.train.lr or LEARNING_RATES[data.domain]
+    if sources:  # zero-shot with adapters trained elsewhere (METHOD §9)
+        support, lr = _source_support(cfg, sources, backbone, protocol), cfg.train.lr or 1e-4
+    elif shots.normal:
+        support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
+        lr = cfg.train.lr or LEARNING_RATES[data.domain]
+    else:  # training-free zero-shot: nothing to fit
+        support, lr = None, 0.0
     selector = _BestEpoch(model, data, shots, prep, cfg, device) if protocol.epoch_rule == "best" else None
-    history = fit(
-        model, support, cfg.train, lr=lr, has_masks=data.has_masks, device=device,
-        generator=generator, on_epoch=selector, progress=progress,
-    )
+    history = TrainHistory()
+    if support is not None:
+        history = fit(model, support, cfg.train, lr=lr, device=device, generator=generator, on_epoch=selector,
+                      progress=progress)
     if selector is not None:
         selector.restore()
-    detector, calibration = finish_model(model, support, data, cfg, protocol, device)
+    normals = support.select(0) if support is not None and not sources else None
+    detector, calibration = finish_model(model, normals, data, cfg, protocol, device)
     meta = RunMeta(data.dataset, data.category, data.domain, classname, prompt_set, data.has_masks, prep.normalize)
     record = {
-        "losses": history.losses, "steps": history.steps, "lr": lr, "support_views": len(support),
-        "train_seconds": time.perf_counter() - start, "device": str(device),
+        "losses": history.losses, "steps": history.steps, "lr": lr, "support_views": len(support or ()),
+        "train_on": list(train_on or []), "train_seconds": time.perf_counter() - start, "device": str(device),
         "best_epoch": None if selector is None else selector.best_epoch,
     }
     with staged_run_dir(out, overwrite) as stage:
@@ -130,16 +159,92 @@ def train_run(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, progr
     return out
 
 
+NO_SHOTS = Shots(k=0, seed=None, source="none (zero-shot)", normal=(), abnormal=(), removed_from_test=0)
+
+
+def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryData:
+    parts = item.split(":")
+    if len(parts) == 1:
+        dataset, root, category = cfg.data.dataset, cfg.data.root, item
+    elif len(parts) >= 3:
+        dataset, root, category = parts[0], ":".join(parts[1:-1]), parts[-1]
+    else:
+        raise ConfigError(f"--train-on takes CATEGORY or DATASET:ROOT:CATEGORY, got {item!r}")
+    data = load_category(dataset, root, category)
+    if (data.dataset, data.root, data.category) == (target.dataset, target.root, target.category):
+        raise ConfigError(f"--train-on {item} is the test category itself: zero-shot must not train on it")
+    return data
+
+
+def _source_support(cfg: RunConfig, sources: list[CategoryData], backbone: Backbone, protocol: Protocol) -> SupportSet:
+    """Support views of every source category (k normal + k abnormal shots each)."""
+    sets = []
+    for data in sources:
+        shots = select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source)
+        prep = preprocess_for(backbone, data, protocol)
+        sets.append(load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks))
+    return SupportSet.concat(sets)
+
+
+def train_seeds(
+    cfg: RunConfig, seeds: Sequence[int], out: Path, *, overwrite: bool = False, progress: bool = True,
+    train_on: Sequence[str] | None = None,
+) -> str:
+    """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary."""
+    for seed in seeds:
+        check_new_run_dir(out / f"seed-{seed}", overwrite)
+    results = []
+    for seed in seeds:
+        run = train_run(cfg.with_overrides({"seed": seed}), out / f"seed-{seed}", overwrite=overwrite,
+                        progress=progress, train_on=train_on)
+        record = test_run(run, progress=progress)
+        results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
+    table = benchmark_table(results)
+    write_text(out / "seeds.md", table.to_markdown())
+    write_text(out / "seeds.json", table.to_json())
+    return describe_header(results[0].metrics) + table.to_markdown()
+
+
+def describe_header(record: dict[str, Any]) -> str:
+    """The lines every printed result starts with: what was run, and what its numbers mean."""
+    b = record["backbone"]
+    lines = [f"{record['dataset']}/{record['category']}: {record['shot']}-shot, protocol {record['protocol']}, "
+             f"{b['model']} ({b['weights']}), adapter {record['adapter']}, prompts {record['prompts']['mode']}"]
+    if b["random"]:
+        lines.append("NOTE: RANDOM backbone weights — these numbers say nothing about the method.")
+    if record["test_selected"]:
+        lines.append("NOTE: test-selected protocol (best epoch and normalisation chosen on the test set).")
+    return "\n".join(lines) + "\n"
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """A short human summary of one test record."""
+    def pct(key: str) -> str:
+        value = record.get(key)
+        return "–" if value is None else f"{100 * value:.2f}"
+
+    lines = [
+        f"image AUROC {pct('image_auroc')}  AP {pct('image_ap')}  F1-max {pct('image_f1_max')}",
+        f"pixel AUROC {pct('pixel_auroc')}  AP {pct('pixel_ap')}  F1-max {pct('pixel_f1_max')}  "
+        f"AUPRO {pct('pixel_aupro')}  (at {record.get('pixel_resolution') or '–'})",
+        f"{record['n_test_images']} test images ({record['removed_from_test']} shots removed from the test split), "
+        f"test {record['test_seconds']:.1f} s",
+    ]
+    return describe_header(record) + "\n".join(lines)
+
+
 def finish_model(
-    model: ClipMPCAD, support: SupportSet, data: CategoryData, cfg: RunConfig, protocol: Protocol, device: torch.device
+    model: ClipMPCAD, normals: SupportSet | None, data: CategoryData, cfg: RunConfig, protocol: Protocol, device: torch.device
 ) -> tuple[Detector, Calibration | None]:
-    """After training: the bank of the normal support views and the reference calibration."""
-    normals = support.select(0)
+    """After training: the bank of the normal support views and the calibration."""
     map_branch = "seg" if data.has_masks else "det"
-    model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if protocol.uses_bank else None
+    use_bank = protocol.uses_bank and normals is not None
+    model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if use_bank else None
+    if model.bank is not None and cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
+        model.bank = model.bank.coreset(cfg.bank.coreset, seed=cfg.seed)
     detector = Detector(model, None, has_masks=data.has_masks, image_size=model.backbone.info.image_size, device=device)
-    calibration = None
-    if protocol.calibration == "reference" and len(normals):
+    calibration = fixed_calibration(model) if protocol.name == "zero-shot" else None
+    if protocol.calibration == "reference" and use_bank:
         calibration = calibrate_on_reference(
             detector, normals, batch=cfg.eval.batch_size, image_fpr=cfg.eval.image_fpr, pixel_fpr=cfg.eval.pixel_fpr
         )
@@ -153,7 +258,7 @@ class _BestEpoch:
     def __init__(self, model: ClipMPCAD, data: CategoryData, shots: Shots, prep: Preprocess, cfg: RunConfig, device) -> None:
         self.model, self.data, self.prep, self.cfg, self.device = model, data, prep, cfg, device
         self.samples = evaluation_samples(data, shots)
-        self.support = load_support(shots, prep, cfg.train.views, cfg.seed).select(0)
+        self.support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks).select(0)
         self.best, self.best_epoch, self.best_state = -1.0, None, None
 
     def __call__(self, epoch: int) -> None:
@@ -225,11 +330,12 @@ def metrics_record(run: TrainedRun, cfg: RunConfig, protocol: Protocol, shots: S
         "prompts": {"mode": cfg.prompts.mode, "set": run.meta.prompt_set, "classname": run.meta.classname},
         "levels": list(info.levels),
         "image_score": "max of the fused map" if run.meta.has_masks else "fused detection score",
-        "pixel_resolution": (cfg.eval.pixel_resolution if run.meta.has_masks else None),
-        **{k: v for k, v in result.metrics.to_dict().items()},
+        **result.metrics.to_dict(),
+        "pixel_metrics_at": ({"model": "model input size", "original": "each mask's original size"}[
+            cfg.eval.pixel_resolution] if run.meta.has_masks else None),
         "n_test_images": len(result.scores),
         "removed_from_test": shots.removed_from_test,
-        "calibration": run.detector.calibration.to_dict() if run.detector.calibration else None,
+        "calibration": run.detector.calibration.to_dict(tables=False) if run.detector.calibration else None,
         "train_seconds": read_train_record(run.run_dir).get("train_seconds"),
         "test_seconds": result.seconds,
         "test_images_per_second": result.images_per_second,

@@ -18,10 +18,10 @@ BRANCHES = ("seg", "det")
 
 @dataclass
 class MemoryBank:
-    """tokens[branch][level]: (M, D) L2-normalised rows; groups: (M,) owner id of each row."""
+    """tokens[branch][level]: (M, D) L2-normalised rows; groups[branch][level]: (M,) owner ids."""
 
     tokens: dict[str, list[torch.Tensor]]
-    groups: torch.Tensor
+    groups: dict[str, list[torch.Tensor]]
 
     @classmethod
     def from_features(cls, features: dict[str, list[torch.Tensor]], view_groups: torch.Tensor) -> MemoryBank:
@@ -34,17 +34,20 @@ class MemoryBank:
             for branch, levels in features.items()
         }
         per_view = next(iter(features.values()))[0].shape[1]
-        return cls(tokens, view_groups.repeat_interleave(per_view))
+        rows = view_groups.repeat_interleave(per_view)
+        return cls(tokens, {branch: [rows] * len(levels) for branch, levels in features.items()})
 
     @property
     def branches(self) -> tuple[str, ...]:
         return tuple(self.tokens)
 
     def __len__(self) -> int:
-        return int(self.groups.numel())
+        """Rows of the largest level bank."""
+        return max(int(t.shape[0]) for ts in self.tokens.values() for t in ts)
 
     def to(self, device: torch.device) -> MemoryBank:
-        return MemoryBank({b: [t.to(device) for t in ts] for b, ts in self.tokens.items()}, self.groups.to(device))
+        move = lambda d: {b: [t.to(device) for t in ts] for b, ts in d.items()}  # noqa: E731
+        return MemoryBank(move(self.tokens), move(self.groups))
 
     def distances(
         self,
@@ -59,14 +62,14 @@ class MemoryBank:
 
         exclude (B,): a group id per query whose rows are left out (leave-one-out scoring).
         """
-        bank = self.tokens[branch][level]  # (M, D)
+        bank, groups = self.tokens[branch][level], self.groups[branch][level]  # (M, D), (M,)
         q = F.normalize(query.float(), dim=-1)  # (B, N, D)
         best = q.new_full(q.shape[:2], -torch.inf)  # (B, N)
         for start in range(0, bank.shape[0], block_size):
             block = bank[start : start + block_size]  # (m, D)
             sims = q @ block.T  # (B, N, m)
             if exclude is not None:
-                own = self.groups[start : start + block_size].unsqueeze(0) == exclude.unsqueeze(1)  # (B, m)
+                own = groups[start : start + block_size].unsqueeze(0) == exclude.unsqueeze(1)  # (B, m)
                 sims = sims.masked_fill(own.unsqueeze(1), -torch.inf)
             best = torch.maximum(best, sims.amax(dim=-1))
         return 1.0 - best
@@ -76,4 +79,34 @@ class MemoryBank:
 
     @classmethod
     def from_state(cls, state: dict) -> MemoryBank:
-        return cls({b: list(ts) for b, ts in state["tokens"].items()}, state["groups"])
+        return cls({b: list(ts) for b, ts in state["tokens"].items()}, {b: list(g) for b, g in state["groups"].items()})
+
+    def coreset(self, fraction: float, seed: int = 0) -> MemoryBank:
+        """An approximate bank: per branch and level, the greedy k-center coreset of `fraction` of
+        the rows (PatchCore's subsampling), chosen in a random 128-d projection for speed."""
+        if fraction >= 1.0:
+            return self
+        tokens: dict[str, list[torch.Tensor]] = {}
+        groups: dict[str, list[torch.Tensor]] = {}
+        for branch, levels in self.tokens.items():
+            tokens[branch], groups[branch] = [], []
+            for level, rows in enumerate(levels):
+                keep = greedy_coreset(rows, max(1, round(fraction * rows.shape[0])), seed)
+                tokens[branch].append(rows[keep])
+                groups[branch].append(self.groups[branch][level][keep])
+        return MemoryBank(tokens, groups)
+
+
+def greedy_coreset(rows: torch.Tensor, count: int, seed: int = 0, dim: int = 128) -> torch.Tensor:
+    """Indices of `count` rows chosen greedily, each the farthest from those already chosen."""
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn(rows.shape[1], dim, generator=generator).to(rows) / dim**0.5
+    points = rows @ projection if rows.shape[1] > dim else rows  # (M, d)
+    first = int(torch.randint(rows.shape[0], (1,), generator=generator))
+    chosen = [first]
+    nearest = (points - points[first]).square().sum(dim=1)  # squared distance to the chosen set
+    for _ in range(count - 1):
+        index = int(torch.argmax(nearest))
+        chosen.append(index)
+        nearest = torch.minimum(nearest, (points - points[index]).square().sum(dim=1))
+    return torch.tensor(chosen, device=rows.device)

@@ -78,8 +78,19 @@ class ClipMPCAD(nn.Module):
         training can compute them once per support view."""
         return self.backbone.blocks(self.backbone.embed(images), 0, self.levels[0])
 
-    def features(self, images: torch.Tensor | None = None, *, prefix: torch.Tensor | None = None) -> LevelFeatures:
-        """Run the backbone from the first level on, adapting and re-injecting at every level."""
+    def features(
+        self,
+        images: torch.Tensor | None = None,
+        *,
+        prefix: torch.Tensor | None = None,
+        last_branches: tuple[str, ...] = BRANCHES,
+    ) -> LevelFeatures:
+        """Run the backbone from the first level on, adapting and re-injecting at every level.
+
+        last_branches: the branches whose features are needed at the last level; the other
+        branch's last adapter only feeds a residual update that no block reads, so it is skipped
+        (its list then holds one feature fewer).
+        """
         x = self.prefix(images) if prefix is None else prefix
         seg, det = [], []
         for i, level in enumerate(self.levels):
@@ -91,13 +102,18 @@ class ClipMPCAD(nn.Module):
                 det.append(med)
                 continue
             last = i == len(self.levels) - 1  # nothing reads x after the last level
-            med_seg, y_seg = self.seg_adapters[i](x, self.grid, need_y=not last)
-            med_det, y_det = self.det_adapters[i](x, self.grid, need_y=not last)
+            if last:
+                if "seg" in last_branches:
+                    seg.append(self.seg_adapters[i](x, self.grid, need_y=False)[0])
+                if "det" in last_branches:
+                    det.append(self.det_adapters[i](x, self.grid, need_y=False)[0])
+                break
+            med_seg, y_seg = self.seg_adapters[i](x, self.grid)
+            med_det, y_det = self.det_adapters[i](x, self.grid)
             seg.append(med_seg)
             det.append(med_det)
-            if not last:
-                a, b, c = self.residual
-                x = a * x + b * y_seg + c * y_det  # adapted tokens flow on to later blocks
+            a, b, c = self.residual
+            x = a * x + b * y_seg + c * y_det  # adapted tokens flow on to later blocks
         return LevelFeatures(seg, det)
 
     def forward(
@@ -106,20 +122,21 @@ class ClipMPCAD(nn.Module):
         *,
         prefix: torch.Tensor | None = None,
         exclude: torch.Tensor | None = None,
+        branches: tuple[str, ...] = BRANCHES,
     ) -> ModelOutput:
-        """Raw per-level grids for a batch; exclude (B,) leaves each query's own bank rows out."""
-        feats = self.features(images, prefix=prefix)
-        zero = {
-            b: torch.stack([patch_logits(f, self.prototypes, self.grid) for f in feats.branch(b)], dim=1)
-            for b in BRANCHES
-        }
-        few = {}
-        if self.bank is not None:
-            h, w = self.grid
-            for b in self.bank.branches:
-                dists = [
-                    self.bank.distances(f[:, 1:], b, level, exclude=exclude, block_size=self.bank_block_size)
-                    for level, f in enumerate(feats.branch(b))
-                ]
-                few[b] = torch.stack(dists, dim=1).view(-1, len(dists), h, w)  # (B, L, h, w)
+        """Raw per-level grids of `branches` for a batch; exclude (B,) leaves each query's own bank
+        rows out. Scores are computed in fp32 even under autocast (METHOD §5–§6)."""
+        feats = self.features(images, prefix=prefix, last_branches=branches)
+        h, w = self.grid
+        zero, few = {}, {}
+        with torch.autocast(device_type=self.prototypes.device.type, enabled=False):
+            for b in branches:
+                levels = feats.branch(b)
+                zero[b] = torch.stack([patch_logits(f, self.prototypes, self.grid) for f in levels], dim=1)
+                if self.bank is not None and b in self.bank.branches:
+                    dists = [
+                        self.bank.distances(f[:, 1:], b, level, exclude=exclude, block_size=self.bank_block_size)
+                        for level, f in enumerate(levels)
+                    ]
+                    few[b] = torch.stack(dists, dim=1).view(-1, len(dists), h, w)  # (B, L, h, w)
         return ModelOutput(zero, few)

@@ -7,6 +7,7 @@ leave-one-out); `paper` uses min-max over the whole test set (transductive, test
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -14,9 +15,11 @@ import torch
 from scipy import ndimage
 
 from .decoder import MDecoder, anomaly_probability, detection_scores, upsample
+from .errors import ConfigError
 from .model import ModelOutput
 
 STATISTICS = ("zero_map", "few_map", "zero_det", "few_det")
+PIXEL_QUANTILES = 1001  # levels of the stored reference pixel-score table (steps of 0.001)
 
 
 @dataclass
@@ -25,7 +28,7 @@ class BranchMaps:
 
     zero_map: torch.Tensor
     few_map: torch.Tensor | None
-    zero_det: torch.Tensor
+    zero_det: torch.Tensor | None  # only where the det branch was computed
     few_det: torch.Tensor | None
 
     def statistic(self, name: str) -> torch.Tensor | None:
@@ -35,7 +38,7 @@ class BranchMaps:
 def branch_maps(out: ModelOutput, decoder: MDecoder, map_branch: str, size: int) -> BranchMaps:
     """Sum the levels: zero-shot maps σ(upsampled Δ), few-shot maps of upsampled distances."""
     zero_map = decoder.combine(anomaly_probability(out.zero_logits[map_branch], size), map_branch)
-    zero_det = decoder.combine(detection_scores(out.zero_logits["det"]), "det")
+    zero_det = decoder.combine(detection_scores(out.zero_logits["det"]), "det") if "det" in out.zero_logits else None
     few_map = few_det = None
     if map_branch in out.few_distances:  # bilinear upsampling is linear: sum the levels first
         few_map = upsample(out.few_distances[map_branch].sum(dim=1), size)
@@ -65,14 +68,51 @@ class Calibration:
     image_threshold: float  # image score above which an image is called anomalous
     pixel_threshold: float  # fused map value above which a pixel is anomalous
     n_reference: int  # images the calibration was fitted on
+    reference_scores: tuple[float, ...] = ()  # image scores of the normal reference views (k·11)
+    pixel_quantiles: tuple[float, ...] = ()  # reference pixel scores at levels i/(n−1), method "higher"
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "scales": {k: asdict(v) for k, v in self.scales.items()}}
+    def to_dict(self, tables: bool = True) -> dict:
+        """JSON-ready fields; tables=False leaves out the two reference tables (for summaries)."""
+        data = {**asdict(self), "scales": {k: asdict(v) for k, v in self.scales.items()}}
+        if not tables:
+            del data["reference_scores"], data["pixel_quantiles"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         scales = {k: Scale(**v) for k, v in data["scales"].items()}
-        return cls(data["source"], scales, data["image_threshold"], data["pixel_threshold"], data["n_reference"])
+        tables = (tuple(float(v) for v in data.get(key, ())) for key in ("reference_scores", "pixel_quantiles"))
+        thresholds = data["image_threshold"], data["pixel_threshold"]
+        return cls(data["source"], scales, *thresholds, data["n_reference"], *tables)
+
+    def threshold_for(self, image_fpr: float) -> float:
+        """The image threshold for another false-positive target on the reference scores (exact)."""
+        _check_fpr(image_fpr, "image", self.source, bool(self.reference_scores))
+        return upper_quantile(np.asarray(self.reference_scores), image_fpr)
+
+    def pixel_threshold_for(self, pixel_fpr: float) -> float:
+        """The pixel threshold for another target, from the quantile table: exact where 1 − fpr is a
+        table level (multiples of 0.001 with 1001 levels), else the next level up (fewer false positives)."""
+        _check_fpr(pixel_fpr, "pixel", self.source, bool(self.pixel_quantiles))
+        last = len(self.pixel_quantiles) - 1
+        index = min(last, math.ceil((1.0 - pixel_fpr) * last - 1e-9))  # smallest level ≥ 1 − fpr
+        return float(np.nextafter(self.pixel_quantiles[index], np.inf))
+
+
+def _check_fpr(fpr: float, what: str, source: str, has_table: bool) -> None:
+    if not 0.0 < fpr < 1.0:
+        raise ConfigError(f"the {what} false-positive target must be in (0, 1), got {fpr}")
+    if not has_table:
+        raise ConfigError(
+            f"this calibration (source {source!r}) stores no normal reference {what} scores, so its threshold "
+            "cannot be moved to another false-positive target; keep the run's own threshold"
+        )
+
+
+def quantile_table(values: np.ndarray, size: int = PIXEL_QUANTILES) -> tuple[float, ...]:
+    """`values` at the levels i/(size − 1), i = 0..size − 1, by upper_quantile's "higher" rule."""
+    levels = np.arange(size) / (size - 1)  # exact i/1000, so 1 − 0.01 hits level 990
+    return tuple(float(q) for q in np.quantile(values.astype(np.float64), levels, method="higher"))
 
 
 def fuse(maps: BranchMaps, scales: dict[str, Scale], has_masks: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,19 +22,31 @@ from .runtime import autocast
 
 @dataclass
 class SupportSet:
-    """Support views: images (V,3,S,S), masks (V,1,S,S), labels (V,), groups (V,) owner image id."""
+    """Support views: images (V,3,S,S), masks (V,1,S,S), labels (V,), groups (V,) owner image id,
+    seg (V,) bool: the view's mask is ground truth (its dataset has masks), so the seg losses apply."""
 
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
     groups: torch.Tensor
+    seg: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def select(self, label: int) -> SupportSet:
         keep = self.labels == label
-        return SupportSet(self.images[keep], self.masks[keep], self.labels[keep], self.groups[keep])
+        return SupportSet(self.images[keep], self.masks[keep], self.labels[keep], self.groups[keep], self.seg[keep])
+
+    @staticmethod
+    def concat(sets: list[SupportSet]) -> SupportSet:
+        """Several support sets as one; owner ids stay distinct."""
+        offsets = torch.cumsum(torch.tensor([0] + [int(s.groups.max()) + 1 for s in sets[:-1]]), 0)
+        return SupportSet(
+            torch.cat([s.images for s in sets]), torch.cat([s.masks for s in sets]),
+            torch.cat([s.labels for s in sets]), torch.cat([s.groups + o for s, o in zip(sets, offsets, strict=True)]),
+            torch.cat([s.seg for s in sets]),
+        )
 
 
 @dataclass
@@ -44,26 +56,29 @@ class TrainHistory:
 
 
 def objective(
-    model: ClipMPCAD, prefix: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, has_masks: bool
+    model: ClipMPCAD, prefix: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, seg: torch.Tensor
 ) -> torch.Tensor:
-    """Sum over levels of focal + dice (datasets with masks) and BCE on the detection score."""
+    """Per-sample loss (B,): sum over levels of focal + dice (where `seg`) and BCE on the detection score."""
     feats = model.features(prefix=prefix)
     size = masks.shape[-1]
     mask = masks[:, 0]  # (B, S, S)
-    seg_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.seg], dim=1)
     det_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.det], dim=1)
     det = detection_scores(det_logits)  # (B, L)
-    loss = prefix.new_zeros((), dtype=torch.float32)
-    probs = anomaly_probability(seg_logits, size) if has_masks else None  # (B, L, S, S)
+    loss = det.new_zeros(det.shape[0], dtype=torch.float32)
+    probs = None
+    if bool(seg.any()):
+        seg_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.seg], dim=1)
+        probs = anomaly_probability(seg_logits, size)  # (B, L, S, S)
+    weight = seg.float()
     for level in range(det.shape[1]):
         if probs is not None:
-            loss = loss + focal_loss(probs[:, level], mask) + dice_loss(probs[:, level], mask)
+            loss = loss + weight * (focal_loss(probs[:, level], mask) + dice_loss(probs[:, level], mask))
         loss = loss + detection_loss(det[:, level], labels)
     if model.decoder.seg_logits.requires_grad:  # learned level weights see the combined outputs
         n = det.shape[1]
         if probs is not None:
             combined = model.decoder.combine(probs, "seg") / n
-            loss = loss + focal_loss(combined, mask) + dice_loss(combined, mask)
+            loss = loss + weight * (focal_loss(combined, mask) + dice_loss(combined, mask))
         loss = loss + detection_loss(model.decoder.combine(det, "det") / n, labels)
     return loss
 
@@ -84,7 +99,6 @@ def fit(
     cfg: TrainConfig,
     *,
     lr: float,
-    has_masks: bool,
     device: torch.device,
     generator: torch.Generator,
     on_epoch: Callable[[int], None] | None = None,
@@ -96,7 +110,7 @@ def fit(
         return history
     micro = cfg.micro_batch or cfg.batch_size
     prefixes = compute_prefixes(model, support.images, device, micro)
-    masks, labels = support.masks.to(device), support.labels.float().to(device)
+    masks, labels, seg = support.masks.to(device), support.labels.float().to(device), support.seg.to(device)
     optimisers = [
         torch.optim.Adam(params, lr=lr, betas=cfg.betas)
         for params in (model.branch_parameters("seg"), model.branch_parameters("det"))
@@ -114,9 +128,9 @@ def fit(
             for m in range(0, batch.numel(), micro):
                 idx = batch[m : m + micro]
                 with autocast(device):
-                    loss = objective(model, prefixes[idx], masks[idx], labels[idx], has_masks)
-                (loss * (idx.numel() / batch.numel())).backward()  # gradients of the step's mean loss
-                total += float(loss.detach()) * idx.numel()
+                    losses = objective(model, prefixes[idx], masks[idx], labels[idx], seg[idx])  # (b,)
+                (losses.sum() / batch.numel()).backward()  # gradients of the step's mean loss
+                total += float(losses.detach().sum())
             for opt in optimisers:
                 opt.step()
             history.steps += 1

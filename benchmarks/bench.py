@@ -1,0 +1,225 @@
+"""Speed and memory of ClipMPCAD against its floor, the bare frozen backbone (issue: "Fast where it counts").
+
+Measures, in one process tree on one device, same model, input size and batch:
+  - bare OpenCLIP encode_image throughput (the floor), and ClipMPCAD test throughput with k = 4 and
+    k = 16 banks (model, bank search, fusion, metrics; images already in memory, as for the floor);
+  - training time per support view per epoch at batch 1 and batch 8, against the bare backbone's
+    forward time per image at the same batch;
+  - peak memory: RSS of each phase's own process, and GPU memory on GPU.
+Prints a table of ratios measured in this one run, and writes JSON with --json. Random weights:
+speed does not depend on them. Never collected as a test.
+
+    python benchmarks/bench.py --model ViT-B-16 --image-size 224
+    python benchmarks/bench.py --model ViT-L-14-336 --image-size 240 --device cuda --test-batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Seconds per call after one warm-up call."""
+    fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def build(args, k: int | None = None):
+    from clipmpcad.backbone import load_backbone
+    from clipmpcad.config import AdapterConfig, BackboneConfig, DecoderConfig
+    from clipmpcad.model import ClipMPCAD
+    from clipmpcad.runtime import configure_cpu
+
+    configure_cpu()
+    torch.manual_seed(0)
+    backbone = load_backbone(BackboneConfig(model=args.model, weights="random", image_size=args.image_size))
+    backbone.drop_text()
+    prototypes = torch.nn.functional.normalize(torch.randn(backbone.info.embed_dim, 2), dim=0)
+    model = ClipMPCAD(backbone, prototypes, AdapterConfig(kind=args.adapter), DecoderConfig())
+    return model.to(torch.device(args.device))
+
+
+def phase_floor(args) -> dict:
+    """Bare OpenCLIP image tower: seconds per image at the test batch and at batches 1 and 8."""
+    from clipmpcad.runtime import autocast
+
+    device = torch.device(args.device)
+    model = build(args)
+    visual = model.backbone.visual
+    out = {}
+    for batch in sorted({args.test_batch, 1, 8}):
+        images = torch.rand(batch, 3, args.image_size, args.image_size, device=device)
+
+        def forward():
+            with torch.no_grad(), autocast(device):
+                visual(images)
+
+        out[f"floor_s_per_image_b{batch}"] = timed(forward, device, args.repeats) / batch
+    return out
+
+
+def phase_test(args) -> dict:
+    """ClipMPCAD test pass with a k-shot bank: detector.score and the metric accumulator."""
+    from clipmpcad.augment import expand_views
+    from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
+    from clipmpcad.metrics import MetricsAccumulator
+    from clipmpcad.training import SupportSet
+
+    device = torch.device(args.device)
+    model = build(args)
+    s, k = args.image_size, args.k
+    views, masks = expand_views(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s))
+    normals = SupportSet(views, masks, torch.zeros(len(views), dtype=torch.long),
+                         torch.arange(k).repeat_interleave(11), torch.ones(len(views), dtype=torch.bool))
+    model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
+    detector = Detector(model, None, has_masks=True, image_size=s, device=device)
+    detector.calibration = calibrate_on_reference(detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01)
+    images = torch.rand(args.test_batch, 3, s, s, device=device)
+    gt = (torch.rand(args.test_batch, s, s) > 0.95).numpy()
+    labels = (torch.arange(args.test_batch) % 2).numpy()
+    acc = MetricsAccumulator(pixel_metrics=True)
+
+    def test_step():
+        scores = detector.score(images)
+        acc.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
+
+    seconds = timed(test_step, device, args.repeats)
+    bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
+    return {f"test_s_per_image_k{k}": seconds / args.test_batch, f"bank_gib_k{k}": bank_bytes / 2**30,
+            f"bank_rows_k{k}": len(model.bank)}
+
+
+def phase_train(args) -> dict:
+    """Seconds per support view per epoch (the second epoch; prefixes cached once per run)."""
+    from clipmpcad.augment import expand_views
+    from clipmpcad.config import TrainConfig
+    from clipmpcad.training import SupportSet, fit
+
+    device = torch.device(args.device)
+    model = build(args)
+    s = args.image_size
+    images = torch.rand(2, 3, s, s)
+    masks = torch.zeros(2, 1, s, s)
+    masks[1, :, s // 4 : s // 2, s // 4 : s // 2] = 1
+    views, vmasks = expand_views(images, masks)
+    support = SupportSet(views, vmasks, torch.tensor([0, 1]).repeat_interleave(11), torch.arange(2).repeat_interleave(11),
+                         torch.ones(22, dtype=torch.bool))
+    epoch_times = []
+
+    def mark(epoch):
+        sync(device)
+        epoch_times.append(time.perf_counter())
+
+    sync(device)
+    start = time.perf_counter()
+    fit(model, support, TrainConfig(epochs=3, batch_size=args.train_batch), lr=1e-3, device=device,
+        generator=torch.Generator().manual_seed(0), on_epoch=mark, progress=False)
+    per_epoch = min(b - a for a, b in zip(epoch_times, epoch_times[1:]))
+    first = epoch_times[0] - start
+    return {f"train_s_per_view_epoch_b{args.train_batch}": per_epoch / len(support),
+            f"train_first_epoch_s_b{args.train_batch}": first}
+
+
+PHASES = {"floor": phase_floor, "test": phase_test, "train": phase_train}
+
+
+def run_phase(args, phase: str, **extra) -> dict:
+    """One phase in a fresh interpreter, so that its peak RSS is its own."""
+    cmd = [sys.executable, __file__, "--phase", phase, "--model", args.model, "--image-size", str(args.image_size),
+           "--device", args.device, "--test-batch", str(args.test_batch), "--repeats", str(args.repeats),
+           "--adapter", args.adapter]
+    for key, value in extra.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--adapter", default="madff")
+    parser.add_argument("--test-batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--phase", choices=sorted(PHASES))
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    if args.phase:  # child process: one measurement, one JSON line
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        result = PHASES[args.phase](args)
+        tag = {"test": f"_k{args.k}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
+        result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
+        if args.device == "cuda":
+            result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
+        print(json.dumps(result))
+        return
+    report(args, collect(args))
+
+
+def collect(args) -> dict:
+    results = {"model": args.model, "image_size": args.image_size, "device": args.device,
+               "precision": "bf16 autocast" if args.device == "cuda" else "fp32", "test_batch": args.test_batch,
+               "adapter": args.adapter, "torch": torch.__version__}
+    if args.device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+    results.update(run_phase(args, "floor"))
+    for k in (4, 16):
+        results.update(run_phase(args, "test", k=k))
+    for batch in (1, 8):
+        results.update(run_phase(args, "train", train_batch=batch))
+    return results
+
+
+def report(args, r: dict) -> None:
+    floor = r[f"floor_s_per_image_b{args.test_batch}"]
+    lines = [f"# {r['model']} at {r['image_size']} px on {r.get('gpu', r['device'])} ({r['precision']}), "
+             f"test batch {r['test_batch']}, adapter {r['adapter']}, torch {r['torch']}", "",
+             "| measure | value | ratio |", "|---|---|---|",
+             f"| bare encode_image | {1 / floor:.2f} img/s | 1.00 (floor) |"]
+    for k in (4, 16):
+        t = r[f"test_s_per_image_k{k}"]
+        r[f"test_throughput_ratio_k{k}"] = floor / t
+        lines.append(f"| ClipMPCAD test, k = {k} bank ({r[f'bank_rows_k{k}']} rows/level) | {1 / t:.2f} img/s | "
+                     f"{floor / t:.2f} × floor throughput |")
+    for batch in (1, 8):
+        t, f = r[f"train_s_per_view_epoch_b{batch}"], r[f"floor_s_per_image_b{batch}"]
+        r[f"train_cost_ratio_b{batch}"] = t / f
+        lines.append(f"| training, batch {batch}: per support view per epoch | {1000 * t:.1f} ms | "
+                     f"{t / f:.2f} × bare forward ({1000 * f:.1f} ms) |")
+    for key in sorted(k for k in r if k.startswith(("peak_rss", "peak_gpu", "bank_gib"))):
+        lines.append(f"| {key} | {r[key]:.2f} GiB | |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Benchmark suites: categories × shots × seeds of one or more datasets, resumable, summarised
+into the paper's tables (METHOD §11–§12; the averaging itself lives in metrics.summary).
+
+    <out>/suite.json                                  base config, spec and cells of the last run
+    <out>/<dataset>/<category>/<k>-shot/seed-<s>/     one run folder per cell (see runs.py)
+    <out>/benchmark.{md,csv,json}                     the table, from the cells' metrics.json
+
+A cell is reused when its folder holds a config.json equal to the requested one (runtime-only
+keys aside) and a metrics.json of the same cell; it is only tested again when metrics.json is
+missing or stale, and trained when its folder is absent or empty. A saved config that differs
+is an error unless `overwrite`; every cell is checked before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from . import experiment
+from .config import SHOTS, RunConfig, load_config
+from .data import list_categories
+from .errors import ConfigError, DataError
+from .metrics.summary import RATIO_METRICS, RunResult
+from .protocols import get_protocol
+from .report.tables import BenchmarkTable, benchmark_table, percent
+from .runs import read_json, write_json, write_text
+
+SUITE_FORMAT = 1
+CELL_KEYS = ("data.dataset", "data.root", "data.category", "data.shot", "seed")
+# Keys that change speed, memory or where files live, not results: a resumed suite may change them.
+RUNTIME_KEYS = ("device", "eval.workers", "eval.batch_size", "train.micro_batch", "bank.block_size",
+                "backbone.cache_dir", "backbone.download")
+RANDOM_NOTE = "**RANDOM backbone — numbers say nothing about the method.**"
+TEST_SELECTED_NOTE = ("**TEST-SELECTED: protocol `paper` picks the epoch and the min-max calibration on the "
+                      "test set; these numbers are not a deployable result.**")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """What a suite covers; every combination of its members is one cell."""
+
+    datasets: tuple[tuple[str, str], ...]  # (registry name, root); one root per name
+    categories: tuple[str, ...] | None = None  # None: every category found under each root
+    shots: tuple[int, ...] = (4,)
+    seeds: tuple[int, ...] = (111,)
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.datasets]
+        _check(bool(names), "a benchmark needs at least one dataset, given as NAME=ROOT")
+        _check(len(set(names)) == len(names), f"datasets {names} name one more than once; one root per dataset name")
+        _check(self.categories is None or len(self.categories) > 0, "categories: give at least one, or None for all")
+        _check(len(self.shots) > 0 and set(self.shots) <= set(SHOTS), f"shots must be among {SHOTS}, got {self.shots}")
+        _check(len(self.seeds) > 0, "a benchmark needs at least one seed")
+        for label, values in (("shots", self.shots), ("seeds", self.seeds), ("categories", self.categories or ())):
+            _check(len(set(values)) == len(values), f"{label} {list(values)} repeat a value")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a suite: a category of a dataset at one shot count and seed."""
+
+    dataset: str
+    root: str  # absolute dataset root
+    category: str
+    shot: int
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / self.dataset / self.category / f"{self.shot}-shot" / f"seed-{self.seed}"
+
+    def overrides(self) -> dict[str, Any]:
+        return dict(zip(CELL_KEYS, (self.dataset, self.root, self.category, self.shot, self.seed), strict=True))
+
+    def __str__(self) -> str:
+        return f"{self.dataset}/{self.category} {self.shot}-shot seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    run_dir: Path
+    status: str  # "reused", "tested" (metrics only) or "trained"
+    record: Mapping[str, Any]  # the cell's metrics.json
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    out: Path
+    cells: tuple[CellResult, ...]  # in plan order
+    table: BenchmarkTable
+    notes: tuple[str, ...]  # the lines above the Markdown table
+
+
+def parse_dataset(text: str) -> tuple[str, str]:
+    """"bmad=/data/BMAD" → ("bmad", "/data/BMAD"), for the CLI's repeated --dataset."""
+    name, sep, root = text.partition("=")
+    if not sep or not name or not root:
+        raise ConfigError(f"--dataset {text!r}: write NAME=ROOT, e.g. bmad=/data/BMAD")
+    return name, root
+
+
+def plan(spec: SuiteSpec) -> list[Cell]:
+    """The suite's cells: dataset, category, shot, seed order. Unknown names fail here."""
+    found = {name: list_categories(name, root) for name, root in spec.datasets}  # the registry's errors
+    if spec.categories is not None:
+        missing = [c for c in spec.categories if not any(c in names for names in found.values())]
+        if missing:
+            have = "; ".join(f"{name}: {', '.join(names)}" for name, names in found.items())
+            raise DataError(f"no dataset has the categor{'ies' if len(missing) > 1 else 'y'} "
+                            f"{', '.join(missing)}; found {have}")
+    cells = []
+    for name, root in spec.datasets:
+        chosen = found[name] if spec.categories is None else [c for c in spec.categories if c in found[name]]
+        if not chosen:
+            raise DataError(f"dataset {name} at {root} has none of the categories {', '.join(spec.categories or ())}; "
+                            f"it has {', '.join(found[name])}; drop it or name some of its categories")
+        root_path = str(Path(root).resolve())
+        cells += [Cell(name, root_path, c, k, s) for c in chosen for k in spec.shots for s in spec.seeds]
+    return cells
+
+
+def run_benchmark(base: RunConfig, spec: SuiteSpec, out: str | Path, *, overwrite: bool = False,
+                  progress: bool = True, report: bool = False,
+                  on_cell: Callable[[CellResult], None] | None = None) -> BenchmarkResult:
+    """Run (or resume) every cell of `spec` with `base`'s settings; write suite.json and the tables.
+
+    Args:
+        overwrite: redo cells whose folder holds other settings (else an error); finished cells
+            with the requested settings are always reused.
+        report: write each cell's HTML report as well.
+        on_cell: called with each cell's result as it finishes.
+    """
+    out = Path(out)
+    _check(base.data.shot_file is None, "a benchmark picks the shots of each cell; unset data.shot_file")
+    cells = plan(spec)
+    configs = [base.with_overrides(cell.overrides()) for cell in cells]
+    _check_suite_folder(out, base, overwrite)
+    actions = [_action(cell.run_dir(out), cfg, overwrite) for cell, cfg in zip(cells, configs, strict=True)]
+    _check_data(configs, actions)
+    write_json(out / "suite.json", _suite_record(base, spec, cells, out))
+    results = []
+    for cell, cfg, action in tqdm(list(zip(cells, configs, actions, strict=True)), desc="benchmark",
+                                  unit="cell", disable=not progress):
+        result = _run_cell(cell, cfg, action, out, report)
+        results.append(result)
+        if progress:
+            tqdm.write(_cell_line(result))
+        if on_cell is not None:
+            on_cell(result)
+    table, notes = summarize_records([r.record for r in results], configs)
+    write_tables(out, table, notes, [r.run_dir for r in results])
+    return BenchmarkResult(out, tuple(results), table, notes)
+
+
+def summarize_records(records: Sequence[Mapping[str, Any]],
+                      configs: Sequence[RunConfig]) -> tuple[BenchmarkTable, tuple[str, ...]]:
+    """The table of the cells' metrics records, and the notes that must stand above it."""
+    results = [RunResult(r["dataset"], r["category"], r["shot"], r["seed"], {m: r.get(m) for m in RATIO_METRICS})
+               for r in records]
+    return benchmark_table(results), suite_notes(records, configs)
+
+
+def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfig]) -> tuple[str, ...]:
+    """Protocol, backbone, bank and averaging, with the flags that change how to read the numbers."""
+    first, cfg = records[0], configs[0]
+    protocol = get_protocol(first["protocol"])
+    backbone = first["backbone"]
+    seeds = sorted({r["seed"] for r in records})
+    shots = sorted({r["shot"] for r in records})
+    notes = [f"{len(records)} cells: datasets {', '.join(dict.fromkeys(r['dataset'] for r in records))}; "
+             f"shots {', '.join(map(str, shots))}; seeds {', '.join(map(str, seeds))}",
+             f"protocol: {protocol.name} — {protocol.description}"]
+    if any(r.get("test_selected") for r in records):
+        notes.append(TEST_SELECTED_NOTE)
+    notes.append(f"backbone: {backbone['model']}, weights {backbone['weights']}, image size {backbone['image_size']}")
+    if any(r["backbone"].get("random") for r in records):
+        notes.append(RANDOM_NOTE)
+    coreset = cfg.bank.coreset
+    notes.append("memory bank: exact (bank.coreset = 1.0)" if coreset == 1.0 else
+                 f"**memory bank: APPROXIMATE — greedy coreset keeps {coreset:.0%} of the bank tokens "
+                 f"(bank.coreset = {coreset}); the exact bank may give other numbers**")
+    no_masks = sorted({f"{r['dataset']}/{r['category']}" for r in records if r.get("pixel_resolution") is None})
+    sizes = sorted({r["pixel_resolution"] for r in records if r.get("pixel_resolution") is not None})  # "HxW"
+    notes.append("averages: over a dataset's categories, then over datasets; mean ± sample std (ddof=1) over "
+                 "seeds, in %")
+    if sizes:
+        without = f" (no masks: {', '.join(no_masks)})" if no_masks else ""
+        notes.append(f"pixel metrics at the {cfg.eval.pixel_resolution} resolution ({', '.join(sizes)}); pixel "
+                     f"averages cover only the categories with masks{without}")
+    return tuple(notes)
+
+
+def write_tables(out: str | Path, table: BenchmarkTable, notes: Sequence[str],
+                 run_dirs: Sequence[Path]) -> tuple[Path, ...]:
+    """benchmark.md (notes, then the table), benchmark.csv and benchmark.json, each atomically."""
+    out = Path(out)
+    markdown = "# ClipMPCAD benchmark\n\n" + "".join(f"- {n}\n" for n in notes) + "\n" + table.to_markdown()
+    cells = [str(Path(d).relative_to(out)) for d in run_dirs]
+    document = {"notes": list(notes), "cells": cells, "rows": json.loads(table.to_json())}
+    return (write_text(out / "benchmark.md", markdown), write_text(out / "benchmark.csv", table.to_csv()),
+            write_json(out / "benchmark.json", document))
+
+
+def summarize_folder(out: str | Path) -> BenchmarkTable:
+    """Rebuild the table from the metrics.json files found under a suite folder, without running."""
+    return _folder_summary(Path(out))[0]
+
+
+def rebuild_tables(out: str | Path) -> BenchmarkTable:
+    """Write benchmark.{md,csv,json} again from the finished cells found under `out`."""
+    table, notes, run_dirs = _folder_summary(Path(out))
+    write_tables(out, table, notes, run_dirs)
+    return table
+
+
+def config_differences(saved: RunConfig, requested: RunConfig,
+                       ignore: Sequence[str] = RUNTIME_KEYS) -> dict[str, tuple[Any, Any]]:
+    """Dotted key → (saved, requested) for every setting that differs, `ignore` aside."""
+    a, b = _comparable(saved, ignore), _comparable(requested, ignore)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _comparable(cfg: RunConfig, ignore: Sequence[str]) -> dict[str, Any]:
+    flat = _flatten(cfg.to_dict())
+    if flat.get("data.root"):
+        flat["data.root"] = str(Path(flat["data.root"]).resolve())
+    return {k: v for k, v in flat.items() if k not in ignore}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _describe(differences: Mapping[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in differences.items())
+
+
+def _check_suite_folder(out: Path, base: RunConfig, overwrite: bool) -> None:
+    """An earlier suite in `out` must have had the same settings: cells of two settings never mix."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"benchmark folder {out} exists and is not a folder; choose another --out")
+    suite = out / "suite.json"
+    if not suite.is_file():
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise ConfigError(f"{out} is not empty and holds no suite.json; choose another --out or pass --overwrite")
+        return
+    try:
+        saved = RunConfig.from_dict(read_json(suite)["base_config"])
+    except (ConfigError, KeyError, TypeError) as error:
+        raise ConfigError(f"{suite} cannot be read ({error}); choose another --out") from None
+    differences = config_differences(saved, base, (*RUNTIME_KEYS, *CELL_KEYS))
+    if differences and not overwrite:
+        raise ConfigError(f"{out} holds a suite run with other settings ({_describe(differences)}); "
+                          "pass --overwrite to redo its cells with the new ones, or choose another --out")
+
+
+def _action(run_dir: Path, cfg: RunConfig, overwrite: bool) -> str:
+    """What a cell needs: "reuse", "test" (metrics only) or "train"; conflicts fail here."""
+    if not run_dir.is_dir() or not any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+        return "train"
+    redo = "pass --overwrite to redo it, or choose another --out"
+    if not (run_dir / "config.json").is_file() or not (run_dir / "model.pt").is_file():
+        if overwrite:
+            return "train"
+        raise ConfigError(f"{run_dir} holds files but is not a finished run folder (config.json, model.pt); {redo}")
+    try:
+        differences = config_differences(load_config(run_dir / "config.json"), cfg)
+    except ConfigError as error:
+        if overwrite:
+            return "train"
+        raise ConfigError(f"{error}; {redo}") from None
+    if differences:
+        if overwrite:
+            return "train"
+        raise ConfigError(f"{run_dir} was run with other settings ({_describe(differences)}); {redo}")
+    return "reuse" if _finished(run_dir, cfg) else "test"
+
+
+def _finished(run_dir: Path, cfg: RunConfig) -> bool:
+    """metrics.json exists, parses, and is the test of this cell with these settings."""
+    path = run_dir / "metrics.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    expected = {"dataset": cfg.data.dataset, "category": cfg.data.category, "shot": cfg.data.shot,
+                "seed": cfg.seed, "protocol": cfg.protocol}
+    return isinstance(record, dict) and all(record.get(k) == v for k, v in expected.items())
+
+
+def _check_data(configs: Sequence[RunConfig], actions: Sequence[str]) -> None:
+    """Load one category per dataset still to run, so that bad roots or options fail before any work."""
+    seen = set()
+    for cfg, action in zip(configs, actions, strict=True):
+        if action != "reuse" and cfg.data.dataset not in seen:
+            seen.add(cfg.data.dataset)
+            experiment.load_data(cfg)
+
+
+def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: Path) -> dict[str, Any]:
+    protocol = get_protocol(base.protocol)
+    return {
+        "format": SUITE_FORMAT,
+        "base_config": base.to_dict(),
+        "spec": {"datasets": [list(d) for d in spec.datasets], "categories": spec.categories and list(spec.categories),
+                 "shots": list(spec.shots), "seeds": list(spec.seeds)},
+        "protocol": protocol.name,
+        "test_selected": protocol.test_selected,
+        "backbone": {"model": base.backbone.model, "weights": base.backbone.weights,
+                     "random": base.backbone.weights == "random", "image_size": base.backbone.image_size},
+        "coreset": base.bank.coreset,
+        "cells": [str(cell.run_dir(out).relative_to(out)) for cell in cells],
+    }
+
+
+def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) -> CellResult:
+    run_dir = cell.run_dir(out)
+    _remove_leftovers(run_dir)
+    if action == "train":  # the folder is absent, empty, or the user asked to replace it
+        experiment.train_run(cfg, run_dir, overwrite=True, progress=False)
+    if action == "reuse":
+        record = read_json(run_dir / "metrics.json")
+    else:
+        record = experiment.test_run(run_dir, device=cfg.device, progress=False, report=report)
+    status = {"train": "trained", "test": "tested", "reuse": "reused"}[action]
+    return CellResult(cell, run_dir, status, record)
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Staged run folders and temporary files of a crashed earlier attempt (runs.py names them)."""
+    if run_dir.parent.is_dir():
+        for stage in run_dir.parent.glob(f".{run_dir.name}.*.partial"):
+            shutil.rmtree(stage, ignore_errors=True)
+    if run_dir.is_dir():
+        for temp in run_dir.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+
+
+def _cell_line(result: CellResult) -> str:
+    r = result.record
+    return (f"{result.cell}: image AUROC {percent(r.get('image_auroc'))}, "
+            f"pixel AUROC {percent(r.get('pixel_auroc'))} ({result.status})")
+
+
+def _folder_summary(out: Path) -> tuple[BenchmarkTable, tuple[str, ...], list[Path]]:
+    """Finished cells under `out`, in the order of suite.json's plan, checked to share one setting."""
+    found = sorted(p.parent for p in out.glob("*/*/*-shot/seed-*/metrics.json"))
+    if not found:
+        raise DataError(f"{out}: no finished cells (<dataset>/<category>/<k>-shot/seed-<s>/metrics.json); "
+                        "run `clipmpcad benchmark` first")
+    suite = out / "suite.json"
+    order = {name: i for i, name in enumerate(read_json(suite).get("cells", []))} if suite.is_file() else {}
+    found.sort(key=lambda d: (order.get(str(d.relative_to(out)), len(order)), str(d)))
+    configs = [load_config(d / "config.json") for d in found]
+    for run_dir, cfg in zip(found[1:], configs[1:], strict=True):
+        differences = config_differences(configs[0], cfg, (*RUNTIME_KEYS, *CELL_KEYS))
+        if differences:
+            raise ConfigError(f"{found[0]} and {run_dir} were run with different settings ({_describe(differences)}); "
+                              "remove or redo the cells that differ before summarising")
+    table, notes = summarize_records([read_json(d / "metrics.json") for d in found], configs)
+    return table, notes, found
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

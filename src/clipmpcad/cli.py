@@ -1,0 +1,301 @@
+"""The `clipmpcad` command: thin verbs that parse, build the config, call one function and print.
+
+    clipmpcad train --dataset mvtec --root DATA --category bottle --shot 4 --out runs/bottle
+    clipmpcad test runs/bottle
+    clipmpcad predict runs/bottle image.png folder/ 'glob/*.jpg' --out predictions/
+    clipmpcad demo [--out DIR]
+    clipmpcad benchmark --dataset bmad --root BMAD --shots 4 --seeds 1 2 3 --out suite/
+    clipmpcad prompts list | show NAME | lint [FILES] | generate --domain TEXT --out FILE
+    clipmpcad datasets [NAME ROOT]
+
+Bad input (a ClipMPCADError) prints one line and exits with status 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ClipMPCADError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ClipMPCADError as error:
+        print(f"clipmpcad: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipmpcad: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .options import add_run_options
+
+    parser = argparse.ArgumentParser(prog="clipmpcad", description="Few-shot anomaly detection on a frozen CLIP.")
+    parser.add_argument("--version", action="version", version=f"clipmpcad {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    train = verbs.add_parser("train", help="train a run: adapters, memory bank, calibration")
+    add_run_options(train)
+    train.add_argument("--seeds", type=int, nargs="+", help="several seeds: OUT/seed-N each, tested, mean ± std")
+    train.add_argument("--train-on", nargs="+", metavar="SOURCE",
+                       help="zero-shot: train the adapters on these categories (CATEGORY or DATASET:ROOT:CATEGORY)")
+    train.add_argument("--test", action="store_true", help="test the run right after training")
+    _add_out(train, required=True)
+    _add_quiet(train)
+    train.set_defaults(handler=cmd_train)
+
+    test = verbs.add_parser("test", help="evaluate a run folder: metrics.json and report.html")
+    test.add_argument("run", help="run folder from `clipmpcad train`")
+    test.add_argument("--device")
+    test.add_argument("--pixel-resolution", choices=["model", "original"])
+    test.add_argument("--no-report", action="store_true", help="skip report.html")
+    _add_quiet(test)
+    test.set_defaults(handler=cmd_test)
+
+    predict = verbs.add_parser("predict", help="score images: CSV, overlays, masks, maps")
+    predict.add_argument("run", help="run folder from `clipmpcad train`")
+    predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    predict.add_argument("--recursive", action="store_true", help="look into sub-folders of folders")
+    predict.add_argument("--device")
+    predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
+    predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
+    predict.add_argument("--save-maps", choices=["npy", "png16"], help="also save anomaly maps (float .npy or 16-bit PNG)")
+    predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
+    predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
+    predict.add_argument("--batch-size", type=int, default=16)
+    _add_out(predict, required=True)
+    _add_quiet(predict)
+    predict.set_defaults(handler=cmd_predict)
+
+    demo = verbs.add_parser("demo", help="generate a benchmark, train, test and print a table (tiny model)")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs per dataset")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated benchmark")
+    _add_out(demo, required=False, default="runs/demo")
+    _add_quiet(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    bench = verbs.add_parser("benchmark", help="run a suite of categories × shots × seeds into tables")
+    add_run_options(bench)
+    bench.add_argument("--suite", nargs="+", metavar="DATASET=ROOT", help="several datasets at once")
+    bench.add_argument("--categories", nargs="+", help="only these categories (default: all found)")
+    bench.add_argument("--shots", type=int, nargs="+", default=None, help="default: the config's shot")
+    bench.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seed")
+    bench.add_argument("--report", action="store_true", help="write each cell's report.html")
+    _add_out(bench, required=True)
+    _add_quiet(bench)
+    bench.set_defaults(handler=cmd_benchmark)
+
+    _add_prompts(verbs)
+
+    datasets = verbs.add_parser("datasets", help="list dataset layouts, or the categories under a root")
+    datasets.add_argument("name", nargs="?", help="a dataset layout")
+    datasets.add_argument("root", nargs="?", help="its root folder")
+    datasets.set_defaults(handler=cmd_datasets)
+    return parser
+
+
+def _add_out(parser: argparse.ArgumentParser, required: bool, default: str | None = None) -> None:
+    parser.add_argument("--out", required=required, default=default, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_prompts(verbs: Any) -> None:
+    prompts = verbs.add_parser("prompts", help="P-Prompt sets: list, show, lint, generate")
+    sub = prompts.add_subparsers(dest="prompts_verb", required=True, metavar="ACTION")
+    sub.add_parser("list", help="the package's prompt sets").set_defaults(handler=cmd_prompts_list)
+    show = sub.add_parser("show", help="print one set as JSON")
+    show.add_argument("name", help="set name or JSON file")
+    show.set_defaults(handler=cmd_prompts_show)
+    lint = sub.add_parser("lint", help="check prompt files (default: the package's)")
+    lint.add_argument("files", nargs="*")
+    lint.set_defaults(handler=cmd_prompts_lint)
+    gen = sub.add_parser("generate", help="ask an OpenAI-compatible endpoint for a new domain's set")
+    gen.add_argument("--domain", required=True, help='what the images show, e.g. "knee MRI"')
+    gen.add_argument("--out", required=True, help="JSON file to write")
+    gen.add_argument("--kind", choices=["medical", "industrial"])
+    gen.add_argument("--classname", help="object name put into the sentences")
+    gen.add_argument("-n", type=int, default=40, help="sentences asked for per state")
+    gen.add_argument("--base-url", help="default $OPENAI_BASE_URL")
+    gen.add_argument("--model", help="default $OPENAI_MODEL")
+    gen.add_argument("--api-key", help="default $OPENAI_API_KEY (prefer the variable: flags show in ps)")
+    gen.add_argument("--timeout", type=float, default=60.0)
+    gen.add_argument("--overwrite", action="store_true")
+    gen.set_defaults(handler=cmd_prompts_generate)
+
+
+# ---------------------------------------------------------------- train, test
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import train_run, train_seeds
+    from .options import config_from_args
+
+    cfg = config_from_args(args)
+    progress = not args.quiet
+    if args.seeds and len(args.seeds) > 1:
+        summary = train_seeds(cfg, args.seeds, Path(args.out), overwrite=args.overwrite, progress=progress,
+                              train_on=args.train_on)
+        print(summary)
+        return 0
+    if args.seeds:
+        cfg = cfg.with_overrides({"seed": args.seeds[0]})
+    run = train_run(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
+    print(f"trained {run}")
+    if args.test:
+        _print_record(_test(run, progress=progress))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    record = _test(Path(args.run), device=args.device, pixel_resolution=args.pixel_resolution,
+                   progress=not args.quiet, report=not args.no_report)
+    _print_record(record)
+    return 0
+
+
+def _test(run: Path, **kwargs: Any) -> dict[str, Any]:
+    from .experiment import test_run
+
+    return test_run(run, **kwargs)
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    from .experiment import describe_record
+
+    print(describe_record(record))
+
+
+# ---------------------------------------------------------------- predict, demo, benchmark
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.folder import list_images
+    from .predict import Predictor, predict_to_folder
+
+    inputs: list[Path] = []
+    for item in args.inputs:
+        inputs += list_images(item, recursive=args.recursive)
+    inputs = list(dict.fromkeys(p.resolve() for p in inputs))  # a file named twice is scored once
+    predictor = Predictor.from_run(args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr)
+    csv_path = predict_to_folder(
+        predictor, inputs, Path(args.out), save_maps=args.save_maps, save_levels=args.save_levels,
+        sigma=args.sigma, overwrite=args.overwrite, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    print(f"{len(inputs)} images scored; results in {csv_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    table = run_demo(Path(args.out), seed=args.seed, epochs=args.epochs, overwrite=args.overwrite,
+                     progress=not args.quiet)
+    print(table)
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import SuiteSpec, run_benchmark
+    from .options import config_from_args
+
+    cfg = config_from_args(args)
+    if args.suite:
+        pairs = [_dataset_root(item) for item in args.suite]
+    else:
+        pairs = [(cfg.data.dataset, cfg.data.root)]
+    categories = tuple(args.categories) if args.categories else ((cfg.data.category,) if cfg.data.category else None)
+    spec = SuiteSpec(
+        datasets=tuple(pairs), categories=categories,
+        shots=tuple(args.shots or [cfg.data.shot]), seeds=tuple(args.seeds or [cfg.seed]),
+    )
+    result = run_benchmark(cfg, spec, Path(args.out), overwrite=args.overwrite, progress=not args.quiet,
+                           report=args.report)
+    print("\n".join(result.notes))
+    print(result.table.to_markdown())
+    return 0
+
+
+def _dataset_root(item: str) -> tuple[str, str]:
+    from .errors import ConfigError
+
+    name, sep, root = item.partition("=")
+    if not sep or not name or not root:
+        raise ConfigError(f"--suite takes DATASET=ROOT items, got {item!r}")
+    return name, root
+
+
+# ---------------------------------------------------------------- prompts, datasets
+
+
+def cmd_prompts_list(args: argparse.Namespace) -> int:
+    from .prompts import list_prompt_sets
+
+    print(f"{'name':24} {'domain':10} {'classname':28} {'normal':>6} {'abnormal':>8}  reviewed")
+    for s in list_prompt_sets():
+        reviewed = "yes" if s.provenance.get("reviewed") else "no"
+        print(f"{s.name:24} {s.domain:10} {s.classname:28} {len(s.normal):>6} {len(s.abnormal):>8}  {reviewed}")
+    return 0
+
+
+def cmd_prompts_show(args: argparse.Namespace) -> int:
+    from .prompts import load_prompt_set
+
+    print(json.dumps(load_prompt_set(args.name).to_dict(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_prompts_lint(args: argparse.Namespace) -> int:
+    from .prompts import lint_prompt_files
+
+    report = lint_prompt_files(args.files or None)
+    problems = [(path, p) for path, found in report.items() for p in found]
+    for path, problem in problems:
+        print(f"{path}: {problem}")
+    print(f"{len(report)} file(s) checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_prompts_generate(args: argparse.Namespace) -> int:
+    from .prompt_generation import ChatEndpoint, generate_prompt_set
+
+    endpoint = ChatEndpoint.resolve(args.base_url, args.model, args.api_key, args.timeout)
+    path = generate_prompt_set(args.domain, Path(args.out), endpoint=endpoint, kind=args.kind,
+                               classname=args.classname, n=args.n, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS, list_categories
+
+    if args.name is None:
+        for name, spec in DATASETS.items():
+            print(f"{name:8} {spec.description}")
+        return 0
+    if args.root is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"give the root folder of {args.name} to list its categories")
+    for category in list_categories(args.name, args.root):
+        print(category)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

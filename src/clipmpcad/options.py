@@ -1,0 +1,98 @@
+"""Command-line options of a run and how each reaches the RunConfig: defaults → file → flags.
+
+Every run option is one row of RUN_OPTIONS (flags, dotted config key, argparse keywords), so
+the parser, the help text and the config can never drift apart; a test walks this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .config import DOMAINS, PIXEL_RESOLUTIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
+from .data import DATASETS
+from .data.folder import LAYOUT_OPTIONS
+from .errors import ConfigError
+from .madff import ADAPTERS
+from .prompts import PROMPT_MODES
+from .protocols import PROTOCOLS
+
+# (flags, config key, argparse keywords); dest is the key with dots as underscores
+RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
+    (("--dataset",), "data.dataset", {"choices": sorted(DATASETS), "help": "dataset layout"}),
+    (("--root",), "data.root", {"help": "dataset root folder"}),
+    (("--category",), "data.category", {"help": "category (see `clipmpcad datasets`)"}),
+    (("--shot",), "data.shot", {"type": int, "choices": SHOTS, "help": "k normal (+ k abnormal) support images"}),
+    (("--shot-source",), "data.shot_source", {"choices": SHOT_SOURCES, "help": "list files, seeded sampler, or auto"}),
+    (("--shot-file",), "data.shot_file", {"help": "shots.json of an earlier run: repeat its support set exactly"}),
+    (("--domain",), "data.domain", {"choices": DOMAINS, "help": "override the dataset's domain"}),
+    (("--protocol",), "protocol", {"choices": sorted(PROTOCOLS), "help": "evaluation protocol (default clean)"}),
+    (("--seed",), "seed", {"type": int, "help": "shots, augmentation order and adapter init (default 111)"}),
+    (("--device",), "device", {"help": "auto, cpu, cuda or cuda:N"}),
+    (("--model",), "backbone.model", {"help": "OpenCLIP ViT name, local-dir:PATH or hf-hub:ID"}),
+    (("--weights",), "backbone.weights", {"help": "pretrained tag (openai), checkpoint file, or random"}),
+    (("--image-size",), "backbone.image_size", {"type": int, "help": "input side in pixels (default 240)"}),
+    (("--levels",), "backbone.levels", {"type": int, "nargs": "+", "help": "1-based blocks the adapters follow"}),
+    (("--quick-gelu",), "backbone.quick_gelu", {"action": argparse.BooleanOptionalAction, "help": "force QuickGELU on/off"}),
+    (("--download",), "backbone.download", {"action": "store_true", "default": None, "help": "allow downloading weights"}),
+    (("--cache-dir",), "backbone.cache_dir", {"help": "where pretrained weights are cached"}),
+    (("--adapter",), "adapter.kind", {"choices": sorted(ADAPTERS), "help": "madff (default) or linear (MVFA)"}),
+    (("--learn-fusion",), "adapter.learn_fusion", {"action": "store_true", "default": None, "help": "learn MADFF fusion weights"}),
+    (("--prompts",), "prompts.mode", {"choices": list(PROMPT_MODES), "help": "text prototypes (default base+p)"}),
+    (("--prompt-set",), "prompts.prompt_set", {"help": "package prompt set name or JSON file"}),
+    (("--prompt-classname",), "prompts.classname", {"help": "object name in the prompts"}),
+    (("--level-weights",), "decoder.level_weights", {"choices": ["equal", "learned"]}),
+    (("--coreset",), "bank.coreset", {"type": float, "help": "keep this fraction of the bank (approximate; default 1)"}),
+    (("--epochs",), "train.epochs", {"type": int}),
+    (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
+    (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),
+    (("--micro-batch",), "train.micro_batch", {"type": int, "help": "views per forward pass (memory, not results)"}),
+    (("--eval-batch-size",), "eval.batch_size", {"type": int}),
+    (("--workers",), "eval.workers", {"type": int, "help": "image-loading worker processes"}),
+    (("--image-fpr",), "eval.image_fpr", {"type": float, "help": "false-positive target of the image threshold"}),
+    (("--pixel-fpr",), "eval.pixel_fpr", {"type": float, "help": "false-positive target of the pixel threshold"}),
+    (("--pixel-resolution",), "eval.pixel_resolution", {"choices": PIXEL_RESOLUTIONS}),
+    (("--sigma",), "eval.sigma", {"type": float, "help": "Gaussian smoothing of displayed maps (pixels)"}),
+)
+FOLDER_FLAGS = tuple("--" + name.replace("_", "-") for name in LAYOUT_OPTIONS)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """All run options, plus --config FILE, --set KEY=VALUE and the custom-folder layout."""
+    parser.add_argument("--config", help="JSON RunConfig file (e.g. a run's config.json) to start from")
+    group = parser.add_argument_group("run configuration")
+    for flags, key, kwargs in RUN_OPTIONS:
+        group.add_argument(*flags, dest=key.replace(".", "__"), **{"default": None, **kwargs})
+    folder = parser.add_argument_group("custom folder layout (--dataset folder)")
+    for flag, name in zip(FOLDER_FLAGS, LAYOUT_OPTIONS, strict=True):
+        folder.add_argument(flag, dest=f"folder__{name}", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any configuration key, e.g. --set train.betas=[0.9,0.999] (JSON values)")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults, then --config, then each given flag, then --set overrides."""
+    cfg = load_config(args.config) if args.config else RunConfig()
+    overrides: dict[str, Any] = {}
+    for _, key, _ in RUN_OPTIONS:
+        value = getattr(args, key.replace(".", "__"))
+        if value is not None:
+            overrides[key] = list(value) if isinstance(value, tuple) else value
+    layout = {name: getattr(args, f"folder__{name}") for name in LAYOUT_OPTIONS}
+    layout = {k: v for k, v in layout.items() if v is not None}
+    if layout:
+        overrides["data.options"] = sorted({**dict(cfg.data.options), **layout}.items())
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(text)
+    return cfg.with_overrides(overrides)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string such as a path

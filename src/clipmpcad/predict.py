@@ -1,0 +1,395 @@
+"""Prediction for deployment: a trained run scores PIL images, tensors or files at its calibrated
+thresholds, and writes overlays, masks, maps and a CSV (METHOD §7, §11).
+
+The decision rule is the one used everywhere: an image is anomalous when score ≥ image threshold,
+a pixel when its map value ≥ pixel threshold. `clean` and `normal-only` runs fit both thresholds on
+normal reference views (eval.image_fpr / eval.pixel_fpr false positives there) and keep the
+reference scores, so other targets can be chosen here. `paper` runs are calibrated on their test set
+by `clipmpcad test` (read back from metrics.json and flagged test-selected); training-free
+zero-shot runs have fixed thresholds. Neither can move to another false-positive target.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .checkpoint import TrainedRun, load_run
+from .data.dataset import image_to_tensor
+from .data.imageio import image_size, read_image
+from .errors import CheckpointError, ConfigError, DataError
+from .protocols import get_protocol
+from .runs import read_json, staged_run_dir, write_bytes, write_text
+from .scoring import Calibration
+
+MAP_FORMATS = ("npy", "png16")  # choices of save_maps (argparse choices of --save-maps)
+CSV_NAME = "predictions.csv"
+CSV_COLUMNS = (
+    "file", "name", "score", "threshold", "anomalous", "image_fpr", "pixel_threshold", "pixel_fpr",
+    "anomalous_area_fraction", "calibration", "test_selected", "overlay", "mask", "map", "levels",
+)
+_FIXED_BY = {"test": "fitted on its test set by `clipmpcad test`", "fixed": "fixed at probability 0.5"}
+
+Input = Image.Image | torch.Tensor | str | Path
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What the run makes of one image; maps at the image's own size (H, W).
+
+    Runs without masks (classification-only data) still give a map: the det branch's, a coarse
+    localisation that no mask trained or validated; their decision rests on the image score alone.
+    The image itself is not kept (memory); the caller has it, and predict_to_folder re-reads files.
+    """
+
+    name: str  # file name, a PIL image's file name, or "image_<i>" (position in the call)
+    score: float  # image score (METHOD §7)
+    threshold: float  # image threshold in effect
+    anomalous: bool  # score ≥ threshold
+    anomaly_map: np.ndarray  # (H, W) float32 fused map, bilinear from the model's S×S map
+    pixel_threshold: float  # pixel threshold in effect
+    mask: np.ndarray  # (H, W) bool: anomaly_map ≥ pixel_threshold
+    level_maps: np.ndarray | None = None  # (L, H, W) float32 zero-shot map of each level, on request
+    path: Path | None = None  # the input file, for path inputs
+
+    @property
+    def anomalous_area_fraction(self) -> float:
+        return float(self.mask.mean())
+
+
+class Predictor:
+    """A trained run that scores images at its thresholds; build it with `from_run`."""
+
+    def __init__(self, run: TrainedRun, image_fpr: float | None, pixel_fpr: float | None) -> None:
+        self.run = run
+        self.image_fpr = image_fpr  # false-positive target of the image threshold; None: not a reference fit
+        self.pixel_fpr = pixel_fpr
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, device: str | None = None, image_fpr: float | None = None,
+        pixel_fpr: float | None = None,
+    ) -> Predictor:
+        """Load a run folder (checkpoint.load_run) on `device` (default: the run's).
+
+        image_fpr / pixel_fpr refit a threshold for another false-positive target on the normal
+        reference scores stored with the run; a lower target gives a higher threshold. A `paper` run
+        uses the test-set calibration that `clipmpcad test` stored in its metrics.json.
+        """
+        run = load_run(run_dir, device)
+        calibration = run.detector.calibration or _test_calibration(run)
+        reference = calibration.source == "reference"
+        if not reference and (image_fpr is not None or pixel_fpr is not None):
+            raise ConfigError(
+                f"{run.run_dir}: the thresholds of this `{run.config.protocol}` run are "
+                f"{_FIXED_BY.get(calibration.source, calibration.source)}, with no normal reference scores "
+                "to refit them for another false-positive target; drop --image-fpr/--pixel-fpr"
+            )
+        try:
+            if image_fpr is not None:
+                calibration = dataclasses.replace(calibration, image_threshold=calibration.threshold_for(image_fpr))
+            if pixel_fpr is not None:
+                pixel_threshold = calibration.pixel_threshold_for(pixel_fpr)
+                calibration = dataclasses.replace(calibration, pixel_threshold=pixel_threshold)
+        except ConfigError as error:
+            raise ConfigError(f"{run.run_dir}: {error}") from None
+        run.detector.calibration = calibration
+        if not reference:
+            return cls(run, None, None)
+        image_fpr = run.config.eval.image_fpr if image_fpr is None else image_fpr
+        return cls(run, image_fpr, run.config.eval.pixel_fpr if pixel_fpr is None else pixel_fpr)
+
+    @property
+    def calibration(self) -> Calibration:
+        return self.run.detector.calibration
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.image_threshold
+
+    @property
+    def pixel_threshold(self) -> float:
+        return self.calibration.pixel_threshold
+
+    @property
+    def test_selected(self) -> bool:
+        """Thresholds or epoch were chosen on test data (`paper`): flag every output."""
+        return get_protocol(self.run.config.protocol).test_selected
+
+    def predict(
+        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int = 16
+    ) -> list[Prediction]:
+        """Score images, in input order; batch_size changes results only by float rounding (~1e-7).
+
+        Args:
+            inputs: a PIL image, a path, a tensor (3, H, W) or (B, 3, H, W), or a list of these.
+                Tensors hold unnormalised RGB in [0, 1] at any H, W: they are rounded to 8 bits,
+                then resized and normalised as the run's images were (run.prep), so a tensor, a PIL
+                image and a file of the same picture score alike. PIL images are taken as they are
+                (.convert("RGB")); files are read by data.imageio (EXIF, 16-bit scaling, DICOM).
+            with_levels: also return each level's zero-shot map (Prediction.level_maps).
+            batch_size: images per forward pass (memory, not results).
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+        items = _as_list(inputs)
+        check_readable([x for x in items if isinstance(x, Path)])
+        results: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = list(enumerate(items[start : start + batch_size], start))
+            images = [_to_rgb(item, i) for i, item in chunk]
+            names = [_name(item, i) for i, item in chunk]
+            paths = [item if isinstance(item, Path) else None for _, item in chunk]
+            results += self.score_images(images, names, with_levels=with_levels, paths=paths)
+        return results
+
+    def score_images(
+        self, images: Sequence[Image.Image], names: Sequence[str], *, with_levels: bool = False,
+        paths: Sequence[Path | None] | None = None,
+    ) -> list[Prediction]:
+        """One forward pass over RGB PIL images of any sizes; maps come back at each image's size."""
+        prep, detector = self.run.prep, self.run.detector
+        tensors = [image_to_tensor(im, prep.image_size, prep.normalize, prep.mean, prep.std) for im in images]
+        batch = torch.stack(tensors)  # (B, 3, S, S)
+        scores = detector.score(batch, with_levels=with_levels)  # maps (B, S, S), levels (B, L, S, S)
+        cal = self.calibration
+        paths = paths or [None] * len(images)
+        results = []
+        for i, image in enumerate(images):
+            w, h = image.size
+            amap = _resize(scores.anomaly_map[i][None], (h, w))[0]  # (H, W)
+            levels = None if scores.level_maps is None else _resize(scores.level_maps[i], (h, w))  # (L, H, W)
+            score = float(scores.image_score[i])
+            results.append(Prediction(
+                names[i], score, cal.image_threshold, score >= cal.image_threshold, amap,
+                cal.pixel_threshold, amap >= cal.pixel_threshold, levels, paths[i],
+            ))
+        return results
+
+
+def _test_calibration(run: TrainedRun) -> Calibration:
+    """A `paper` run's test-set calibration, which `clipmpcad test` stores in metrics.json."""
+    if get_protocol(run.config.protocol).calibration != "test":
+        raise CheckpointError(f"{run.run_dir / 'model.pt'} holds no calibration; train the run again")
+    path = run.run_dir / "metrics.json"
+    record = read_json(path) if path.is_file() else {}
+    saved = record.get("calibration") if isinstance(record, dict) else None
+    if not saved:
+        raise ConfigError(
+            f"{run.run_dir} has no calibration in model.pt: a `{run.config.protocol}` run is calibrated on its "
+            f"test set; run `clipmpcad test {run.run_dir}` first (it stores the calibration in metrics.json)"
+        )
+    return Calibration.from_dict(saved)
+
+
+def _as_list(inputs: Input | Sequence[Input]) -> list[Image.Image | torch.Tensor | Path]:
+    if isinstance(inputs, torch.Tensor):
+        return list(inputs) if inputs.ndim == 4 else [inputs]
+    if isinstance(inputs, (Image.Image, str, Path)):
+        inputs = [inputs]
+    items: list[Image.Image | torch.Tensor | Path] = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, (Image.Image, torch.Tensor, str, Path)):
+            raise TypeError(f"input {i} is a {type(item).__name__}; predict takes PIL images, paths or tensors")
+        items.append(Path(item) if isinstance(item, str) else item)
+    return items
+
+
+def _to_rgb(item: Image.Image | torch.Tensor | Path, index: int) -> Image.Image:
+    if isinstance(item, Path):
+        return read_image(item)
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    return tensor_to_image(item, f"input {index}")
+
+
+def _name(item: Image.Image | torch.Tensor | Path, index: int) -> str:
+    if isinstance(item, Path):
+        return item.name
+    filename = getattr(item, "filename", "") if isinstance(item, Image.Image) else ""
+    return Path(filename).name if filename else f"image_{index}"
+
+
+def tensor_to_image(x: torch.Tensor, where: str) -> Image.Image:
+    """(3, H, W) float RGB in [0, 1] → 8-bit RGB PIL image, rounded as an 8-bit file would store it."""
+    if x.ndim != 3 or x.shape[0] != 3 or 0 in x.shape or not x.is_floating_point():
+        raise DataError(f"{where}: expected a float tensor (3, H, W) of RGB in [0, 1], got {x.dtype} {tuple(x.shape)}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= -1e-6 and hi <= 1.0 + 1e-6):  # also catches NaN
+        raise DataError(
+            f"{where}: values span [{lo:.4g}, {hi:.4g}]; pass unnormalised RGB in [0, 1] "
+            "(the predictor resizes and normalises as the run did)"
+        )
+    array = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0)  # (H, W, 3)
+    return Image.fromarray(array.numpy())
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(C, S, S) → (C, H, W) float32, bilinear as in the report (align_corners=False)."""
+    out = F.interpolate(maps[None].float().cpu(), size=size, mode="bilinear", align_corners=False)
+    return out[0].numpy()
+
+
+def check_readable(paths: Sequence[Path]) -> None:
+    """Read every file's header; the first that is missing or no image raises a DataError naming it."""
+    for path in paths:
+        image_size(path)
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output name stems, unique even on case-insensitive file systems: the first file of a stem keeps
+    it, later ones get _2, _3, … in input order, skipping any stem that another input has."""
+    reserved = {p.stem.casefold() for p in paths}
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name, n = path.stem, 1
+        while name.casefold() in used or (n > 1 and name.casefold() in reserved):
+            n += 1
+            name = f"{path.stem}_{n}"
+        used.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyword each
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    save_maps: str | None = None,
+    save_levels: bool = False,
+    sigma: float | None = None,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Path:
+    """Score image files into `out`; returns the path of its predictions.csv.
+
+    Per image (names from unique_stems): <stem>_overlay.png (heatmap and predicted-mask outline,
+    drawn as in the report), <stem>_mask.png (0/255), and on request the map (save_maps "npy":
+    <stem>_map.npy float32; "png16": <stem>_map.png, 16-bit over the map's own range, kept in its
+    text chunks) and the level maps (save_levels: <stem>_levels.npy (L, H, W) or <stem>_level<l>.png).
+    sigma smooths the overlays only (pixels; None: the run's eval.sigma). Options, every input's
+    header and the folder are checked before any scoring; the folder is built aside and moved into
+    place when complete, so a failure leaves nothing behind. `overwrite` replaces an earlier
+    prediction folder (one holding predictions.csv) as a whole.
+    """
+    check_options(save_maps, save_levels, sigma, batch_size)
+    paths, out = [Path(p) for p in inputs], Path(out)
+    if not paths:
+        raise DataError("no input images to predict")
+    check_output_folder(out, paths, overwrite)
+    check_readable(paths)
+    names = unique_stems(paths)
+    sigma = predictor.run.config.eval.sigma if sigma is None else sigma
+    rows = []
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
+    with staged_run_dir(out, overwrite) as stage:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            images = [read_image(p) for p in chunk]
+            found = predictor.score_images(images, [p.name for p in chunk], with_levels=save_levels, paths=chunk)
+            for image, name, pred in zip(images, names[start : start + len(chunk)], found, strict=True):
+                files = write_outputs(stage, name, np.asarray(image), pred, save_maps, sigma)
+                rows.append(_csv_row(predictor, pred, name, files))
+            bar.update(len(chunk))
+        write_text(stage / CSV_NAME, _csv_text(rows))
+    bar.close()
+    return out / CSV_NAME
+
+
+def check_options(save_maps: str | None, save_levels: bool, sigma: float | None, batch_size: int) -> None:
+    """predict_to_folder's options, checked before any work."""
+    if save_maps not in (None, *MAP_FORMATS):
+        raise ConfigError(f"unknown map format {save_maps!r}; choose one of {', '.join(MAP_FORMATS)}")
+    if save_levels and save_maps is None:
+        raise ConfigError("saving level maps needs a map format: give save_maps (--save-maps npy or png16)")
+    if sigma is not None and not sigma >= 0:
+        raise ConfigError(f"sigma must be ≥ 0, got {sigma}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+
+
+def check_output_folder(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse a non-empty `out` unless overwrite; even then only an earlier prediction folder that
+    holds none of the inputs, since the whole folder is replaced."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {out} exists and is not a folder; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"output folder {out} exists and is not empty; choose another --out or pass --overwrite")
+    if not (out / CSV_NAME).is_file():
+        raise ConfigError(
+            f"output folder {out} holds no {CSV_NAME}, so it is not an earlier prediction folder; --overwrite "
+            "replaces the whole folder and is refused here: choose another --out"
+        )
+    inside = [p for p in inputs if p.resolve().is_relative_to(out.resolve())]
+    if inside:
+        raise ConfigError(f"input {inside[0]} lies in {out}, which --overwrite would replace; choose another --out")
+
+
+def write_outputs(
+    folder: Path, name: str, image: np.ndarray, pred: Prediction, save_maps: str | None, sigma: float
+) -> dict[str, str]:
+    """Write one image's files into `folder`; returns their names by CSV column ("" when not written)."""
+    from .report.figures import RED, draw_contour, heatmap_overlay, save_png  # local: matplotlib
+    from .report.run_report import DISPLAY_RANGE
+
+    overlay = heatmap_overlay(image, pred.anomaly_map, *DISPLAY_RANGE, sigma=sigma or None)  # as the report
+    files = {"overlay": f"{name}_overlay.png", "mask": f"{name}_mask.png", "map": "", "levels": ""}
+    save_png(draw_contour(overlay, pred.mask, RED, thickness=2), folder / files["overlay"])
+    save_png(pred.mask.astype(np.uint8) * 255, folder / files["mask"])
+    if save_maps is not None:
+        files["map"] = _save_map(folder / f"{name}_map", pred.anomaly_map, save_maps)
+    if pred.level_maps is not None and save_maps == "npy":
+        files["levels"] = _save_map(folder / f"{name}_levels", pred.level_maps, "npy")
+    elif pred.level_maps is not None and save_maps == "png16":
+        saved = [_save_map(folder / f"{name}_level{i + 1}", m, "png16") for i, m in enumerate(pred.level_maps)]
+        files["levels"] = ";".join(saved)
+    return files
+
+
+def _save_map(stem: Path, values: np.ndarray, fmt: str) -> str:
+    """float32 .npy, or a 16-bit .png spanning this map's own [min, max] (kept in its text chunks)."""
+    from .report.figures import anomaly_map_to_png16
+
+    if fmt == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, values.astype(np.float32))
+        path = write_bytes(stem.with_name(stem.name + ".npy"), buffer.getvalue())
+    else:
+        data = anomaly_map_to_png16(values, float(values.min()), float(values.max()))
+        path = write_bytes(stem.with_name(stem.name + ".png"), data)
+    return path.name
+
+
+def _csv_row(predictor: Predictor, pred: Prediction, name: str, files: dict[str, str]) -> dict[str, Any]:
+    blank = "" if predictor.image_fpr is None else predictor.image_fpr
+    return {
+        "file": str(pred.path), "name": name, "score": pred.score, "threshold": pred.threshold,
+        "anomalous": pred.anomalous, "image_fpr": blank, "pixel_threshold": pred.pixel_threshold,
+        "pixel_fpr": "" if predictor.pixel_fpr is None else predictor.pixel_fpr,
+        "anomalous_area_fraction": pred.anomalous_area_fraction, "calibration": predictor.calibration.source,
+        "test_selected": predictor.test_selected, **files,
+    }
+
+
+def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,234 @@
+"""Benchmark suites on the generated datasets: the paper's averages recomputed plainly from the
+metrics.json files, resuming without retraining, conflicts refused, and the three table files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipmpcad import experiment
+from clipmpcad.benchmark import (
+    RANDOM_NOTE,
+    TEST_SELECTED_NOTE,
+    SuiteSpec,
+    parse_dataset,
+    plan,
+    rebuild_tables,
+    run_benchmark,
+    summarize_folder,
+)
+from clipmpcad.config import RunConfig
+from clipmpcad.data.synthetic import SynthConfig, generate_benchmark
+from clipmpcad.errors import ConfigError, DataError
+
+BASE = RunConfig.from_dict({
+    "backbone": {"model": "clipmpcad-tiny", "weights": "random", "image_size": 64},
+    "train": {"epochs": 1},
+})
+SMALL = SynthConfig(image_size=64, n_pool=4, n_test_normal=4, n_test_abnormal=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: several torch threads per process only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return generate_benchmark(tmp_path_factory.mktemp("bench") / "data", seed=0, config=SMALL).root
+
+
+@pytest.fixture(scope="module")
+def spec(data) -> SuiteSpec:
+    datasets = (("bmad", str(data / "bmad")), ("mvtec", str(data / "mvtec")))
+    return SuiteSpec(datasets=datasets, shots=(1, 2), seeds=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def suite(spec, tmp_path_factory):
+    return run_benchmark(BASE, spec, tmp_path_factory.mktemp("suite") / "out", progress=False)
+
+
+def tile_spec(data: Path, seeds=(1, 2)) -> SuiteSpec:
+    return SuiteSpec(datasets=(("mvtec", str(data / "mvtec")),), shots=(1,), seeds=seeds)
+
+
+def fail(*args, **kwargs):
+    raise AssertionError("this cell must not be recomputed")
+
+
+def metrics_of(out: Path, dataset: str, category: str, shot: int, seed: int) -> dict:
+    return json.loads((out / dataset / category / f"{shot}-shot" / f"seed-{seed}" / "metrics.json").read_text())
+
+
+def row(table, dataset: str, category: str, shot: int):
+    (match,) = [r for r in table.rows if (r.dataset, r.category, r.shot) == (dataset, category, shot)]
+    return match
+
+
+def test_plan_lists_every_category_in_order(spec):
+    cells = plan(spec)
+    assert [(c.dataset, c.category) for c in cells[::4]] == [
+        ("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile")]
+    assert [(c.shot, c.seed) for c in cells[:4]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert str(cells[5].run_dir(Path("o"))) == "o/bmad/SynthChest/1-shot/seed-2"
+
+
+def test_table_is_the_paper_average_of_the_metrics_files(suite):
+    out = suite.out
+    assert [r.status for r in suite.cells] == ["trained"] * 12
+    for shot in (1, 2):
+        m = {(c, s): metrics_of(out, d, c, shot, s) for d, c in
+             (("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile")) for s in (1, 2)}
+        # per seed: dataset = mean over its categories, overall = mean over datasets
+        image = {s: ((m["SynthBrain", s]["image_auroc"] + m["SynthChest", s]["image_auroc"]) / 2
+                     + m["synth_tile", s]["image_auroc"]) / 2 for s in (1, 2)}
+        pixel = {s: (m["SynthBrain", s]["pixel_auroc"] + m["synth_tile", s]["pixel_auroc"]) / 2 for s in (1, 2)}
+        overall = row(suite.table, "all", "average", shot).values
+        assert overall["image_auroc"].mean == pytest.approx(statistics.mean(image.values()))
+        assert overall["image_auroc"].std == pytest.approx(statistics.stdev(image.values()))
+        assert overall["pixel_auroc"].mean == pytest.approx(statistics.mean(pixel.values()))
+        assert overall["pixel_auroc"].std == pytest.approx(statistics.stdev(pixel.values()))
+        bmad = row(suite.table, "bmad", "average", shot).values
+        brain_pixel = [m["SynthBrain", s]["pixel_auroc"] for s in (1, 2)]  # SynthChest has no masks
+        assert bmad["pixel_auroc"].mean == pytest.approx(statistics.mean(brain_pixel))
+        assert bmad["pixel_auroc"].std == pytest.approx(statistics.stdev(brain_pixel))
+        assert row(suite.table, "bmad", "SynthChest", shot).values["pixel_auroc"] is None
+        tile = row(suite.table, "mvtec", "synth_tile", shot).values["image_auroc"]
+        assert (tile.mean, tile.n) == (pytest.approx(statistics.mean(m["synth_tile", s]["image_auroc"]
+                                                                     for s in (1, 2))), 2)
+    assert len(suite.table.rows) == 2 * (3 + 2 + 1)  # per shot: categories, dataset averages, overall
+
+
+def test_three_files_and_suite_record(suite):
+    out = suite.out
+    markdown = (out / "benchmark.md").read_text()
+    assert RANDOM_NOTE in markdown and TEST_SELECTED_NOTE not in markdown
+    assert "memory bank: exact" in markdown and "(no masks: bmad/SynthChest)" in markdown
+    assert "12 cells: datasets bmad, mvtec; shots 1, 2; seeds 1, 2" in markdown
+    assert suite.table.to_markdown() in markdown
+    rows = list(csv.DictReader(io.StringIO((out / "benchmark.csv").read_text())))
+    assert len(rows) == len(suite.table.rows) and rows[-1]["dataset"] == "all"
+    document = json.loads((out / "benchmark.json").read_text())
+    assert document["rows"] == json.loads(suite.table.to_json()) and document["notes"] == list(suite.notes)
+    assert document["cells"][0] == "bmad/SynthBrain/1-shot/seed-1"
+    record = json.loads((out / "suite.json").read_text())
+    assert record["base_config"] == BASE.to_dict() and len(record["cells"]) == 12
+    assert record["backbone"]["random"] is True and record["coreset"] == 1.0
+
+
+def test_summarize_folder_rebuilds_the_same_table(suite):
+    assert summarize_folder(suite.out) == suite.table
+    (suite.out / "benchmark.md").unlink()
+    assert rebuild_tables(suite.out) == suite.table and (suite.out / "benchmark.md").is_file()
+
+
+def test_second_run_reuses_every_cell(suite, spec, monkeypatch, capsys):
+    stamps = {c.run_dir: (c.run_dir / "model.pt").stat().st_mtime_ns for c in suite.cells}
+    monkeypatch.setattr(experiment, "train_run", fail)
+    monkeypatch.setattr(experiment, "test_run", fail)
+    again = run_benchmark(BASE.with_overrides({"device": "cpu", "eval.batch_size": 3}), spec, suite.out)
+    assert [r.status for r in again.cells] == ["reused"] * 12 and again.table == suite.table
+    assert stamps == {c.run_dir: (c.run_dir / "model.pt").stat().st_mtime_ns for c in again.cells}
+    brain = metrics_of(suite.out, "bmad", "SynthBrain", 2, 1)
+    line = (f"bmad/SynthBrain 2-shot seed 1: image AUROC {100 * brain['image_auroc']:.2f}, "
+            f"pixel AUROC {100 * brain['pixel_auroc']:.2f} (reused)")
+    assert line in capsys.readouterr().out.splitlines()
+
+
+def test_deleted_metrics_retests_only_that_cell(data, tmp_path, monkeypatch):
+    first = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    gone = first.cells[1].run_dir
+    (gone / "metrics.json").unlink()
+    tested, real_test = [], experiment.test_run
+    monkeypatch.setattr(experiment, "train_run", fail)
+    monkeypatch.setattr(experiment, "test_run", lambda run, **kw: tested.append(run) or real_test(run, **kw))
+    seen = []
+    again = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False, on_cell=seen.append)
+    assert [r.status for r in again.cells] == ["reused", "tested"] and tested == [gone]
+    assert [r.cell for r in seen] == [r.cell for r in again.cells]
+    assert again.cells[1].record["image_auroc"] == first.cells[1].record["image_auroc"]
+    assert again.table == first.table
+
+
+def test_crashed_cell_is_trained_again_alone(data, tmp_path, monkeypatch):
+    first = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    crashed = first.cells[0].run_dir
+    shutil.rmtree(crashed)
+    stage = crashed.parent / f".{crashed.name}.abc123.partial"  # what runs.staged_run_dir leaves on a kill
+    stage.mkdir()
+    (stage / "config.json").write_text("{}")
+    trained, train = [], experiment.train_run
+    monkeypatch.setattr(experiment, "train_run", lambda cfg, out, **kw: trained.append(out) or train(cfg, out, **kw))
+    again = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    assert [r.status for r in again.cells] == ["trained", "reused"] and trained == [crashed]
+    assert not stage.exists() and (crashed / "metrics.json").is_file()
+
+
+def test_changed_settings_are_refused_unless_overwrite(data, tmp_path, monkeypatch):
+    run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    longer = BASE.with_overrides({"train.epochs": 2})
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "train_run", fail)
+        with pytest.raises(ConfigError, match=r"suite run with other settings \(train.epochs: saved 1, requested 2"):
+            run_benchmark(longer, tile_spec(data, seeds=(3,)), tmp_path, progress=False)
+    assert not (tmp_path / "mvtec" / "synth_tile" / "1-shot" / "seed-3").exists()
+    # one cell's folder edited behind the suite's back: its own check refuses it
+    cell = tmp_path / "mvtec" / "synth_tile" / "1-shot" / "seed-1"
+    saved = json.loads((cell / "config.json").read_text())
+    saved["train"]["epochs"] = 2
+    (cell / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"seed-1 was run with other settings \(train.epochs: saved 2, requested 1"):
+        run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="different settings"):
+        summarize_folder(tmp_path)
+    redone = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False, overwrite=True)
+    assert [r.status for r in redone.cells] == ["trained", "reused"]
+    assert json.loads((cell / "config.json").read_text())["train"]["epochs"] == 1
+
+
+def test_markdown_flags_paper_protocol_and_coreset(data, tmp_path):
+    base = BASE.with_overrides({"protocol": "paper", "bank.coreset": 0.5})
+    spec = SuiteSpec(datasets=(("mvtec", str(data / "mvtec")), ("bmad", str(data / "bmad"))),
+                     categories=("synth_tile", "SynthChest"), shots=(1,), seeds=(1,))
+    result = run_benchmark(base, spec, tmp_path, progress=False)
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert TEST_SELECTED_NOTE in markdown and RANDOM_NOTE in markdown
+    assert "APPROXIMATE — greedy coreset keeps 50% of the bank tokens (bank.coreset = 0.5)" in markdown
+    assert "protocol: paper" in markdown and result.cells[0].record["test_selected"] is True
+    assert [r.dataset for r in result.table.rows] == ["mvtec", "mvtec", "bmad", "bmad", "all"]  # plan order
+    assert summarize_folder(tmp_path) == result.table
+
+
+def test_bad_suites_fail_before_any_work(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "train_run", fail)
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        plan(SuiteSpec(datasets=(("nope", str(data)),)))
+    with pytest.raises(DataError, match="no dataset has the category Nope; found bmad: SynthBrain, SynthChest"):
+        plan(SuiteSpec(datasets=(("bmad", str(data / "bmad")),), categories=("SynthBrain", "Nope")))
+    with pytest.raises(DataError, match=r"mvtec at .* has none of the categories SynthBrain"):
+        plan(SuiteSpec(datasets=(("bmad", str(data / "bmad")), ("mvtec", str(data / "mvtec"))),
+                       categories=("SynthBrain",)))
+    with pytest.raises(ConfigError, match="name one more than once"):
+        SuiteSpec(datasets=(("bmad", "a"), ("bmad", "b")))
+    with pytest.raises(ConfigError, match=r"shots must be among \(1, 2, 4, 8, 16\), got \(3,\)"):
+        SuiteSpec(datasets=(("bmad", "a"),), shots=(3,))
+    with pytest.raises(ConfigError, match=r"unset data\.shot_file"):
+        run_benchmark(BASE.with_overrides({"data.shot_file": "shots.json"}), tile_spec(data), tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds no suite\.json"):
+        run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="write NAME=ROOT"):
+        parse_dataset("bmad")
+    assert parse_dataset("bmad=/d=x") == ("bmad", "/d=x")

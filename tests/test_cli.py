@@ -1,0 +1,121 @@
+"""Every verb end to end through main(argv) on the tiny model, and every run option reaching the config."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from clipmpcad.cli import build_parser, main
+from clipmpcad.config import RunConfig
+from clipmpcad.options import RUN_OPTIONS, config_from_args
+
+TINY = ["--model", "clipmpcad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu"]
+
+
+def sample_value(flags, key: str, kwargs: dict):
+    """A legal value that differs from the default, as a command-line token list and its config value."""
+    if kwargs.get("action") == "store_true":
+        return [], True
+    if kwargs.get("action") is argparse.BooleanOptionalAction:
+        return [], True
+    if "choices" in kwargs:
+        default = RunConfig()
+        for part in key.split("."):
+            default = getattr(default, part)
+        choice = next(c for c in kwargs["choices"] if c != default)
+        return [str(choice)], choice
+    if kwargs.get("nargs") == "+":
+        return ["1", "3"], [1, 3]
+    if kwargs.get("type") is int:
+        return ["3"], 3
+    if kwargs.get("type") is float:
+        return ["0.25"], 0.25
+    return ["some/value"], "some/value"
+
+
+def test_every_run_option_reaches_the_config() -> None:
+    parser = build_parser()
+    for flags, key, kwargs in RUN_OPTIONS:
+        tokens, expected = sample_value(flags, key, kwargs)
+        args = parser.parse_args(["train", "--out", "x", flags[0], *tokens])
+        try:
+            cfg = config_from_args(args)
+        except Exception as error:  # a value legal for argparse but refused by the config
+            pytest.fail(f"{flags[0]} {tokens}: {error}")
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert (list(value) if isinstance(value, tuple) else value) == expected, flags[0]
+
+
+def test_config_file_then_flags_then_set(tmp_path) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"train": {"epochs": 7, "lr": 0.5}, "seed": 3}))
+    args = build_parser().parse_args(
+        ["train", "--out", "x", "--config", str(path), "--epochs", "9", "--set", "train.betas=[0.9,0.99]",
+         "--normal-dir", "ok", "--mask-suffix", "_gt"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.seed, cfg.train.betas) == (9, 0.5, 3, (0.9, 0.99))
+    assert dict(cfg.data.options) == {"normal_dir": "ok", "mask_suffix": "_gt"}
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys) -> None:
+    code = main(["train", "--dataset", "mvtec", "--root", str(tmp_path / "nowhere"), "--category", "x",
+                 "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("clipmpcad: error:") and "nowhere" in err[0]
+    assert not (tmp_path / "run").exists()
+    assert main(["train", "--out", str(tmp_path / "r"), "--set", "train.nope=1"]) == 2
+    assert "unknown configuration key" in capsys.readouterr().err
+
+
+def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) -> None:
+    tile = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "mvtec", "--root", str(tile.root), "--category", tile.category,
+                 "--shot", "2", "--epochs", "2", "--out", str(run), "--quiet", *TINY]) == 0
+    assert {p.name for p in run.iterdir()} >= {"config.json", "model.pt", "bank.pt", "shots.json", "train.json"}
+    assert main(["train", "--dataset", "mvtec", "--root", str(tile.root), "--category", tile.category,
+                 "--out", str(run), "--quiet", *TINY]) == 2  # no silent overwrite
+    assert main(["test", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM backbone" in out and "image AUROC" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("dataset", "category", "shot", "seed", "protocol", "backbone", "image_auroc", "pixel_auroc",
+                "n_test_images", "train_seconds", "test_seconds"):
+        assert key in metrics, key
+    assert metrics["backbone"]["random"] is True and metrics["removed_from_test"] == 2
+    assert (run / "report.html").stat().st_size > 10_000
+    images = sorted((tile.root / tile.category / "test").rglob("*.png"))[:3]
+    preds = tmp_path / "preds"
+    assert main(["predict", str(run), *map(str, images), "--out", str(preds), "--quiet"]) == 0
+    rows = list(csv.DictReader((preds / "predictions.csv").open()))
+    assert len(rows) == 3 and all(0 <= float(r["score"]) or True for r in rows)
+    assert len(list(preds.glob("*_overlay.png"))) == 3
+
+
+def test_demo_runs_and_prints_the_table(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM backbone" in out
+    for name in ("SynthBrain", "SynthChest", "synth_tile", "image AUROC", "pixel AUROC"):
+        assert name in out
+    assert (tmp_path / "demo" / "demo.md").is_file()
+
+
+def test_prompts_and_datasets_verbs(tmp_path, capsys) -> None:
+    assert main(["prompts", "list"]) == 0
+    assert "brain_mri" in capsys.readouterr().out
+    assert main(["prompts", "show", "liver_ct"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "liver_ct"
+    assert main(["prompts", "lint"]) == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "normal": ["x"], "abnormal": ["x"]}))
+    assert main(["prompts", "lint", str(bad)]) == 1
+    assert main(["prompts", "show", "no_such_set"]) == 2
+    assert main(["datasets"]) == 0
+    assert "bmad" in capsys.readouterr().out

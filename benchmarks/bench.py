@@ -54,8 +54,8 @@ def build(args, k: int | None = None):
 
     configure_cpu()
     torch.manual_seed(0)
-    backbone = load_backbone(BackboneConfig(model=args.model, weights="random", image_size=args.image_size))
-    backbone.drop_text()
+    backbone = load_backbone(BackboneConfig(model=args.model, weights="random", image_size=args.image_size),
+                             with_text=False)
     prototypes = torch.nn.functional.normalize(torch.randn(backbone.info.embed_dim, 2), dim=0)
     model = ClipMPCAD(backbone, prototypes, AdapterConfig(kind=args.adapter), DecoderConfig())
     return model.to(torch.device(args.device))

@@ -81,12 +81,15 @@ def test_frozen_and_always_eval(tiny_backbone) -> None:
     assert not tiny_backbone.training and not tiny_backbone.visual.training
 
 
-def test_input_size_sets_the_grid_and_must_divide() -> None:
+def test_input_size_sets_the_grid() -> None:
     backbone = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=96))
     assert backbone.info.grid == (12, 12)
     assert backbone.embed(torch.rand(1, 3, 96, 96)).shape == (1, 145, 64)
-    with pytest.raises(ConfigError, match="not a multiple of .* patch size 8"):
-        load_backbone(BackboneConfig(model=TINY, weights="random", image_size=100))
+    # a side the patch does not divide keeps ⌊S/p⌋ patches, like 240 px with patch 14 → 17 × 17
+    odd = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=100))
+    assert odd.info.grid == (12, 12) and odd.embed(torch.rand(1, 3, 100, 100)).shape == (1, 145, 64)
+    with pytest.raises(ConfigError, match="smaller than .* patch size 8"):
+        load_backbone(BackboneConfig(model=TINY, weights="random", image_size=4))
 
 
 def test_default_levels() -> None:
@@ -188,5 +191,17 @@ def test_bad_weights_and_models(tmp_path) -> None:
         load_backbone(BackboneConfig(model=TINY, weights=str(junk), image_size=64))
     other = tmp_path / "other.pt"
     torch.save({"visual.conv1.weight": torch.zeros(3)}, other)
-    with pytest.raises(CheckpointError, match="does not match the model"):
+    with pytest.raises(CheckpointError, match="does not match the image tower"):
         load_backbone(BackboneConfig(model=TINY, weights=str(other), image_size=64))
+
+
+def test_plain_block_forward_equals_open_clip_block(tiny_backbone) -> None:
+    from clipmpcad.backbone import block_forward
+
+    block = tiny_backbone.visual.transformer.resblocks[1]
+    x = torch.randn(3, 65, 64, requires_grad=True)
+    torch.testing.assert_close(block_forward(block, x), block(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # inference keeps OpenCLIP's own (fast-path) block; training the plain one
+        a = tiny_backbone.blocks(x, 0, 4)
+    b = tiny_backbone.blocks(x, 0, 4)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

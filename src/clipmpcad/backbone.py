@@ -6,19 +6,19 @@ embedding has width D.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from importlib import resources
 
 import open_clip
 import torch
-from open_clip.transformer import QuickGELU, VisionTransformer
+import torch.nn.functional as F
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from .config import BackboneConfig
-from .errors import CheckpointError, ConfigError
-from .runtime import fixed_torch_seed
-from .weights import WeightsSource, read_state_dict, resolve_weights
+from .errors import ConfigError
+from .towers import build_towers, model_config
+from .weights import WeightsSource, resolve_weights
 
 _registered = False
 
@@ -68,11 +68,12 @@ def default_levels(depth: int) -> tuple[int, ...]:
 class Backbone(nn.Module):
     """A frozen OpenCLIP ViT with its text tower, always in eval mode."""
 
-    def __init__(self, clip: nn.Module, info: BackboneInfo, mean: tuple, std: tuple) -> None:
+    def __init__(
+        self, visual: VisionTransformer, text: nn.Module | None, info: BackboneInfo, mean: tuple, std: tuple
+    ) -> None:
         super().__init__()
-        self.visual: VisionTransformer = clip.visual
-        clip.visual = nn.Identity()  # the text half stays in `self.text` and can be dropped alone
-        self.text: nn.Module | None = clip
+        self.visual = visual
+        self.text = text  # the text tower, until the prototypes exist
         self.info = info
         self.mean, self.std = tuple(mean), tuple(std)
         self.tokenizer = None
@@ -93,8 +94,9 @@ class Backbone(nn.Module):
 
     def blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Run blocks start..stop-1 (0-based) on tokens (B, 1+N, C)."""
+        plain = torch.is_grad_enabled()  # training: MHA's slow path would run its projections as bmm
         for block in self.visual.transformer.resblocks[start:stop]:
-            x = block(x)
+            x = block_forward(block, x) if plain and type(block) is ResidualAttentionBlock else block(x)
         return x
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +106,9 @@ class Backbone(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text embeddings (n, D) of tokenised sentences (n, context)."""
         if self.text is None:
-            raise RuntimeError("the text tower was dropped after the text prototypes were built")
-        return self.text.encode_text(tokens)
+            raise RuntimeError("this backbone has no text tower (built without one, or dropped after the prototypes)")
+        encode = getattr(self.text, "encode_text", self.text)  # CLIP minus its image tower, or a TextTransformer
+        return encode(tokens)
 
     def tokenize(self, sentences: list[str]) -> torch.Tensor:
         return self.tokenizer(sentences)
@@ -115,62 +118,50 @@ class Backbone(nn.Module):
         self.text = None
 
 
-def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True) -> Backbone:
-    """Build the frozen backbone from a model name and weights, resizing positions to image_size."""
+def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """OpenCLIP's pre-norm block on contiguous (B, L, C) tokens, as plain matrix products.
+
+    nn.MultiheadAttention, when gradients are on, transposes to (L, B, C) and projects with a
+    broadcast bmm per token; the same arithmetic as one (B·L, C) product is markedly faster on CPU.
+    """
+    attn = block.attn
+    b, n, c = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3C)
+    q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 × (B, H, L, C/H)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)  # (B, L, C)
+    x = x + block.ls_1(attn.out_proj(out))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, with_text: bool = True) -> Backbone:
+    """Build the frozen backbone from a model name and weights, resizing positions to image_size.
+
+    with_text=False builds no text tower: test and predict read the prototypes from the run.
+    """
     register_model_configs()
     model = cfg.model
-    if not model.startswith(("local-dir:", "hf-hub:")) and open_clip.get_model_config(model) is None:
-        vits = [name for name in open_clip.list_models() if "ViT" in name or name.startswith("clipmpcad")]
-        raise ConfigError(f"unknown OpenCLIP model {model!r}; ViT models: {', '.join(vits)}")
+    model_cfg = {} if model.startswith(("local-dir:", "hf-hub:")) else model_config(model)
     source = resolve_weights(model, cfg.weights, allow_download=cfg.download, cache_dir=cfg.cache_dir)
-    quick_gelu = cfg.quick_gelu if cfg.quick_gelu is not None else source.quick_gelu and quick_gelu_for_openai
-    clip = _create(model, source, cfg, quick_gelu)
-    if not isinstance(clip.visual, VisionTransformer):
-        raise ConfigError(f"{model} has a {type(clip.visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
-    if source.kind in ("file", "torchscript"):
-        _load_into(clip, read_state_dict(source), source)
-    info = _describe(clip.visual, model, source, cfg)
-    preprocess = open_clip.get_model_preprocess_cfg(clip)
-    backbone = Backbone(clip, info, preprocess.get("mean"), preprocess.get("std"))
-    backbone.tokenizer = open_clip.get_tokenizer(model)
+    if cfg.quick_gelu is not None:
+        quick_gelu = cfg.quick_gelu
+    else:  # as the weights were trained (METHOD §2); the `paper` protocol runs OpenAI's with GELU
+        quick_gelu = (source.quick_gelu and quick_gelu_for_openai) or bool(model_cfg.get("quick_gelu", False))
+    visual, text, preprocess = build_towers(model, source, cfg, quick_gelu, with_text)
+    if not isinstance(visual, VisionTransformer):
+        raise ConfigError(f"{model} has a {type(visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
+    info = _describe(visual, model, source, cfg)
+    backbone = Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"))
+    backbone.tokenizer = open_clip.get_tokenizer(model) if with_text else None
     return backbone
-
-
-def _create(model: str, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool) -> nn.Module:
-    kwargs = {"force_image_size": cfg.image_size, "quick_gelu": quick_gelu}
-    logging.disable(logging.WARNING)  # OpenCLIP warns of random init; BackboneInfo reports it instead
-    try:
-        with fixed_torch_seed(cfg.init_seed):  # the same random backbone in every process
-            clip = open_clip.create_model(model, pretrained=None, cache_dir=cfg.cache_dir, **kwargs)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"cannot build {model}: {error}") from error
-    finally:
-        logging.disable(logging.NOTSET)
-    return clip.float().eval()
-
-
-def _load_into(clip: nn.Module, state: dict[str, torch.Tensor], source: WeightsSource) -> None:
-    open_clip.model.resize_pos_embed(state, clip)  # bicubic, e.g. 24×24 → 17×17 for 240 px
-    if "logit_scale" in state and state["logit_scale"].ndim != clip.logit_scale.ndim:
-        state["logit_scale"] = state["logit_scale"].reshape(clip.logit_scale.shape)
-    hint = "does --model name the architecture of these weights?"
-    try:
-        result = clip.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(f"checkpoint {source.path} does not match the model: {first}; {hint}") from None
-    missing = [k for k in result.missing_keys if k != "logit_bias"]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {source.path} does not match the model: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}; {hint}"
-        )
 
 
 def _describe(v: VisionTransformer, model: str, source: WeightsSource, cfg: BackboneConfig) -> BackboneInfo:
     depth = len(v.transformer.resblocks)
-    if cfg.image_size % v.patch_size[0]:
-        raise ConfigError(f"image_size {cfg.image_size} is not a multiple of {model}'s patch size {v.patch_size[0]}")
+    if cfg.image_size < v.patch_size[0]:
+        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {v.patch_size[0]}")
+    # A side that the patch does not divide (240 with patch 14, METHOD §2) drops its last pixels:
+    # the grid is ⌊S/p⌋, as OpenCLIP's force_image_size builds it.
     levels = tuple(cfg.levels) if cfg.levels is not None else default_levels(depth)
     if levels[-1] > depth:
         raise ConfigError(f"levels {list(levels)} go past the {depth} blocks of {model}")

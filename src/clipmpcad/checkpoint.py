@@ -89,13 +89,12 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
         raise CheckpointError(f"{run_dir / 'model.pt'} is not a ClipMPCAD checkpoint of format {CHECKPOINT_FORMAT}")
     meta = RunMeta(**saved["meta"])
     protocol = get_protocol(config.protocol)
-    backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
+    backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai, with_text=False)
     if fingerprint(backbone) != saved["fingerprint"]:
         raise CheckpointError(
             f"the backbone weights ({backbone.info.describe()}) differ from those {run_dir} was trained with; "
             "point --weights at the same checkpoint"
         )
-    backbone.drop_text()  # the prototypes are stored
     state = saved["state"]
     adapter = config.adapter if protocol.trains or any(k.startswith("seg_adapters.") for k in state) else None
     model = ClipMPCAD(backbone, state["prototypes"], adapter, config.decoder)

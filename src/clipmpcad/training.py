@@ -83,6 +83,12 @@ def objective(
     return loss
 
 
+def default_micro_batch(batch_size: int, device: torch.device) -> int:
+    """Views per forward pass when the config leaves it open: the whole step on a GPU; at most 4 on
+    a CPU, where saved activations, not arithmetic, bound a ViT-L step (results are the same)."""
+    return batch_size if device.type == "cuda" else min(batch_size, 4)
+
+
 @torch.no_grad()
 def compute_prefixes(model: ClipMPCAD, images: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
     """Tokens after the first level for every view, once per run: (V,3,S,S) → (V,1+N,C) on device."""
@@ -108,7 +114,7 @@ def fit(
     history = TrainHistory()
     if cfg.epochs == 0 or not model.adapted:
         return history
-    micro = cfg.micro_batch or cfg.batch_size
+    micro = cfg.micro_batch or default_micro_batch(cfg.batch_size, device)
     prefixes = compute_prefixes(model, support.images, device, micro)
     masks, labels, seg = support.masks.to(device), support.labels.float().to(device), support.seg.to(device)
     optimisers = [

@@ -133,7 +133,8 @@ def is_torchscript_archive(path: Path) -> bool:
 
 
 def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
-    """Read a state dict from a checkpoint file or TorchScript archive, in fp32 on the CPU."""
+    """Read a state dict from a checkpoint file or TorchScript archive, on the CPU, in its stored dtype
+    (copying into the fp32 towers converts tensor by tensor, so fp16 files never exist twice in fp32)."""
     path = source.path
     assert path is not None, "random and hub sources have no file"  # internal invariant
     try:
@@ -157,4 +158,4 @@ def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} holds no state dict (found {type(state).__name__})")
     if all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}
-    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+    return state

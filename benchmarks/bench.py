@@ -36,14 +36,29 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
-    """Seconds per call after one warm-up call."""
+    """Seconds of the fastest of `repeats` calls after one warm-up call (the least disturbed one)."""
     fn()
-    sync(device)
-    start = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
         fn()
-    sync(device)
-    return (time.perf_counter() - start) / repeats
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def floor_seconds(model, batch: int, device: torch.device, repeats: int) -> float:
+    """The bare OpenCLIP image tower (encode_image) on one batch, in this same process."""
+    from clipmpcad.runtime import autocast
+
+    images = torch.rand(batch, 3, model.backbone.info.image_size, model.backbone.info.image_size, device=device)
+
+    def forward():
+        with torch.no_grad(), autocast(device):
+            model.backbone.visual(images)
+
+    return timed(forward, device, repeats)
 
 
 def build(args, k: int | None = None):
@@ -62,22 +77,11 @@ def build(args, k: int | None = None):
 
 
 def phase_floor(args) -> dict:
-    """Bare OpenCLIP image tower: seconds per image at the test batch and at batches 1 and 8."""
-    from clipmpcad.runtime import autocast
-
+    """Bare OpenCLIP image tower alone: its seconds per image and its own peak memory."""
     device = torch.device(args.device)
     model = build(args)
-    visual = model.backbone.visual
-    out = {}
-    for batch in sorted({args.test_batch, 1, 8}):
-        images = torch.rand(batch, 3, args.image_size, args.image_size, device=device)
-
-        def forward():
-            with torch.no_grad(), autocast(device):
-                visual(images)
-
-        out[f"floor_s_per_image_b{batch}"] = timed(forward, device, args.repeats) / batch
-    return out
+    return {f"floor_s_per_image_b{b}": floor_seconds(model, b, device, args.repeats) / b
+            for b in sorted({args.test_batch, 1, 8})}
 
 
 def phase_test(args) -> dict:
@@ -94,6 +98,8 @@ def phase_test(args) -> dict:
     normals = SupportSet(views, masks, torch.zeros(len(views), dtype=torch.long),
                          torch.arange(k).repeat_interleave(11), torch.ones(len(views), dtype=torch.bool))
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
+    if args.bank_precision == "bf16":
+        model.bank = model.bank.to(device, torch.bfloat16)
     detector = Detector(model, None, has_masks=True, image_size=s, device=device)
     detector.calibration = calibrate_on_reference(detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01)
     images = torch.rand(args.test_batch, 3, s, s, device=device)
@@ -106,9 +112,11 @@ def phase_test(args) -> dict:
         acc.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
 
     seconds = timed(test_step, device, args.repeats)
+    floor = floor_seconds(model, args.test_batch, device, args.repeats)
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
-    return {f"test_s_per_image_k{k}": seconds / args.test_batch, f"bank_gib_k{k}": bank_bytes / 2**30,
-            f"bank_rows_k{k}": len(model.bank)}
+    tag = f"k{k}" + ("_bf16" if args.bank_precision == "bf16" else "")
+    return {f"test_s_per_image_{tag}": seconds / args.test_batch, f"bank_gib_{tag}": bank_bytes / 2**30,
+            f"bank_rows_{tag}": len(model.bank), f"floor_s_per_image_{tag}": floor / args.test_batch}
 
 
 def phase_train(args) -> dict:
@@ -134,12 +142,14 @@ def phase_train(args) -> dict:
 
     sync(device)
     start = time.perf_counter()
-    fit(model, support, TrainConfig(epochs=3, batch_size=args.train_batch), lr=1e-3, device=device,
+    fit(model, support, TrainConfig(epochs=args.epochs, batch_size=args.train_batch), lr=1e-3, device=device,
         generator=torch.Generator().manual_seed(0), on_epoch=mark, progress=False)
     per_epoch = min(b - a for a, b in zip(epoch_times, epoch_times[1:]))
     first = epoch_times[0] - start
+    floor = floor_seconds(model, args.train_batch, device, args.repeats)
     return {f"train_s_per_view_epoch_b{args.train_batch}": per_epoch / len(support),
-            f"train_first_epoch_s_b{args.train_batch}": first}
+            f"train_first_epoch_s_b{args.train_batch}": first,
+            f"floor_s_per_image_train_b{args.train_batch}": floor / args.train_batch}
 
 
 PHASES = {"floor": phase_floor, "test": phase_test, "train": phase_train}
@@ -149,7 +159,7 @@ def run_phase(args, phase: str, **extra) -> dict:
     """One phase in a fresh interpreter, so that its peak RSS is its own."""
     cmd = [sys.executable, __file__, "--phase", phase, "--model", args.model, "--image-size", str(args.image_size),
            "--device", args.device, "--test-batch", str(args.test_batch), "--repeats", str(args.repeats),
-           "--adapter", args.adapter]
+           "--adapter", args.adapter, "--epochs", str(args.epochs)]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -168,6 +178,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--bank-precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs timed (the fastest after the first)")
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
@@ -175,7 +187,8 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = PHASES[args.phase](args)
-        tag = {"test": f"_k{args.k}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
+        bf16 = "_bf16" if args.bank_precision == "bf16" else ""
+        tag = {"test": f"_k{args.k}{bf16}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
         result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
         if args.device == "cuda":
             result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
@@ -193,24 +206,26 @@ def collect(args) -> dict:
     results.update(run_phase(args, "floor"))
     for k in (4, 16):
         results.update(run_phase(args, "test", k=k))
+    results.update(run_phase(args, "test", k=4, bank_precision="bf16"))
     for batch in (1, 8):
         results.update(run_phase(args, "train", train_batch=batch))
     return results
 
 
 def report(args, r: dict) -> None:
+    """The table; every ratio divides two times taken in the same process, one after the other."""
     floor = r[f"floor_s_per_image_b{args.test_batch}"]
     lines = [f"# {r['model']} at {r['image_size']} px on {r.get('gpu', r['device'])} ({r['precision']}), "
              f"test batch {r['test_batch']}, adapter {r['adapter']}, torch {r['torch']}", "",
-             "| measure | value | ratio |", "|---|---|---|",
-             f"| bare encode_image | {1 / floor:.2f} img/s | 1.00 (floor) |"]
-    for k in (4, 16):
-        t = r[f"test_s_per_image_k{k}"]
-        r[f"test_throughput_ratio_k{k}"] = floor / t
-        lines.append(f"| ClipMPCAD test, k = {k} bank ({r[f'bank_rows_k{k}']} rows/level) | {1 / t:.2f} img/s | "
-                     f"{floor / t:.2f} × floor throughput |")
+             "| measure | value | ratio to the bare backbone in the same process |", "|---|---|---|",
+             f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |"]
+    for tag, what in (("k4", "k = 4 bank"), ("k16", "k = 16 bank"), ("k4_bf16", "k = 4 bf16 bank")):
+        t, f = r[f"test_s_per_image_{tag}"], r[f"floor_s_per_image_{tag}"]
+        r[f"test_throughput_ratio_{tag}"] = f / t
+        lines.append(f"| ClipMPCAD test, {what} ({r[f'bank_rows_{tag}']} rows/level) | {1 / t:.2f} img/s | "
+                     f"{f / t:.2f} × throughput ({1 / f:.2f} img/s bare) |")
     for batch in (1, 8):
-        t, f = r[f"train_s_per_view_epoch_b{batch}"], r[f"floor_s_per_image_b{batch}"]
+        t, f = r[f"train_s_per_view_epoch_b{batch}"], r[f"floor_s_per_image_train_b{batch}"]
         r[f"train_cost_ratio_b{batch}"] = t / f
         lines.append(f"| training, batch {batch}: per support view per epoch | {1000 * t:.1f} ms | "
                      f"{t / f:.2f} × bare forward ({1000 * f:.1f} ms) |")

@@ -88,3 +88,12 @@ def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
     worst = lambda b: float(b.distances(rows[None], "seg", 0).max())  # noqa: E731
     assert worst(small) < worst(random_bank)
     assert bank.coreset(1.0) is bank
+
+
+def test_bf16_bank_is_close_to_exact() -> None:
+    bank, feats, _ = make_bank(views=8, tokens=10, dim=32)
+    query = torch.randn(3, 7, 32)
+    exact = bank.distances(query, "seg", 0)
+    approx = bank.to(torch.device("cpu"), torch.bfloat16).distances(query, "seg", 0)
+    assert approx.dtype == torch.float32
+    torch.testing.assert_close(approx, exact, rtol=0, atol=2e-2)

@@ -107,7 +107,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
     if model.bank is not None:
-        model.bank = model.bank.to(torch_device)
+        model.bank = model.bank.to(torch_device, torch.bfloat16 if config.bank.precision == "bf16" else torch.float32)
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
     detector = Detector(model, calibration, has_masks=meta.has_masks, image_size=backbone.info.image_size, device=torch_device)
     prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .decoder import anomaly_probability
 from .errors import ConfigError
@@ -82,15 +83,24 @@ class Detector:
 def build_bank(
     model: ClipMPCAD, normals: SupportSet, branches: tuple[str, ...], device: torch.device, batch: int
 ) -> MemoryBank:
-    """The bank of the normal support views (patches and CLS of every level) for `branches`."""
-    per_branch: dict[str, list[list[torch.Tensor]]] = {b: [] for b in branches}
+    """The bank of the normal support views (patches and CLS of every level) for `branches`.
+
+    Rows are written into preallocated (V·(1+N), D) tensors batch by batch: peak memory is the
+    bank itself, not the bank plus its pieces.
+    """
+    tokens_per_view = 1 + model.grid[0] * model.grid[1]
+    rows = len(normals) * tokens_per_view
+    dim = model.prototypes.shape[0]
+    banks = {b: [torch.empty(rows, dim, device=device) for _ in model.levels] for b in branches}
     for start in range(0, len(normals), batch):
         with autocast(device):
             feats = model.features(normals.images[start : start + batch].to(device), last_branches=branches)
         for b in branches:
-            per_branch[b].append([f.float() for f in feats.branch(b)])
-    features = {b: [torch.cat(level) for level in zip(*chunks)] for b, chunks in per_branch.items()}
-    return MemoryBank.from_features(features, loo_groups(normals.groups).to(device))
+            for level, f in enumerate(feats.branch(b)):
+                chunk = F.normalize(f.float(), dim=-1).flatten(0, 1)  # (b·(1+N), D)
+                banks[b][level][start * tokens_per_view : start * tokens_per_view + chunk.shape[0]] = chunk
+    groups = loo_groups(normals.groups).to(device).repeat_interleave(tokens_per_view)
+    return MemoryBank(banks, {b: [groups] * len(model.levels) for b in branches})
 
 
 def loo_groups(image_ids: torch.Tensor) -> torch.Tensor:

@@ -242,6 +242,8 @@ def finish_model(
     model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if use_bank else None
     if model.bank is not None and cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
         model.bank = model.bank.coreset(cfg.bank.coreset, seed=cfg.seed)
+    if model.bank is not None and cfg.bank.precision == "bf16":
+        model.bank = model.bank.to(device, torch.bfloat16)
     detector = Detector(model, None, has_masks=data.has_masks, image_size=model.backbone.info.image_size, device=device)
     calibration = fixed_calibration(model) if protocol.name == "zero-shot" else None
     if protocol.calibration == "reference" and use_bank:

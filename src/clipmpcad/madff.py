@@ -99,14 +99,12 @@ class MADFF(nn.Module):
         g_c, g_s, g_f = self.gates(x, grid)
         ca, fa = g_c * x, g_f * x  # (B, 1+N, C); the CLS token gets the channel gates too
         wm, wy = self.med_weights, self.y_weights
-        phi_ca = F.leaky_relu(self.phi1(ca))
+        # φ1 of x, ca and fa as one product over the three inputs stacked along the tokens: the
+        # same arithmetic, fewer and larger matrix products (faster, in training above all).
+        phi_x, phi_ca, phi_fa = F.leaky_relu(self.phi1(torch.cat([x, ca, fa], dim=1))).chunk(3, dim=1)
         # sa = g_s·ca with g_s > 0 a per-token scalar, and LeakyReLU∘Linear is positively
         # homogeneous, so φ1(sa) = g_s·φ1(ca): one C×D product saved, identical result.
-        med = (
-            wm[0] * F.leaky_relu(self.phi1(x))
-            + (wm[1] + wm[2] * g_s) * phi_ca
-            + wm[3] * F.leaky_relu(self.phi1(fa))
-        )  # (B, 1+N, D)
+        med = wm[0] * phi_x + (wm[1] + wm[2] * g_s) * phi_ca + wm[3] * phi_fa  # (B, 1+N, D)
         if not need_y:
             return med, None
         y = wy[0] * F.leaky_relu(self.phi2(med)) + (wy[1] + wy[2] * g_s) * ca + wy[3] * fa  # (B, 1+N, C)

@@ -45,9 +45,10 @@ class MemoryBank:
         """Rows of the largest level bank."""
         return max(int(t.shape[0]) for ts in self.tokens.values() for t in ts)
 
-    def to(self, device: torch.device) -> MemoryBank:
-        move = lambda d: {b: [t.to(device) for t in ts] for b, ts in d.items()}  # noqa: E731
-        return MemoryBank(move(self.tokens), move(self.groups))
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> MemoryBank:
+        """The bank on `device`; tokens in `dtype` (bf16 halves memory and speeds the products)."""
+        tokens = {b: [t.to(device, dtype or t.dtype) for t in ts] for b, ts in self.tokens.items()}
+        return MemoryBank(tokens, {b: [g.to(device) for g in gs] for b, gs in self.groups.items()})
 
     def distances(
         self,
@@ -63,11 +64,11 @@ class MemoryBank:
         exclude (B,): a group id per query whose rows are left out (leave-one-out scoring).
         """
         bank, groups = self.tokens[branch][level], self.groups[branch][level]  # (M, D), (M,)
-        q = F.normalize(query.float(), dim=-1)  # (B, N, D)
-        best = q.new_full(q.shape[:2], -torch.inf)  # (B, N)
+        q = F.normalize(query.float(), dim=-1).to(bank.dtype)  # (B, N, D), in the bank's precision
+        best = q.new_full(q.shape[:2], -torch.inf, dtype=torch.float32)  # (B, N)
         for start in range(0, bank.shape[0], block_size):
             block = bank[start : start + block_size]  # (m, D)
-            sims = q @ block.T  # (B, N, m)
+            sims = torch.matmul(q, block.T).float()  # (B, N, m); bf16 products still sum in fp32
             if exclude is not None:
                 own = groups[start : start + block_size].unsqueeze(0) == exclude.unsqueeze(1)  # (B, m)
                 sims = sims.masked_fill(own.unsqueeze(1), -torch.inf)

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from .config import DOMAINS, PIXEL_RESOLUTIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
+from .config import BANK_PRECISIONS, DOMAINS, PIXEL_RESOLUTIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
 from .data import DATASETS
 from .data.folder import LAYOUT_OPTIONS
 from .errors import ConfigError
@@ -44,6 +44,7 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--prompt-classname",), "prompts.classname", {"help": "object name in the prompts"}),
     (("--level-weights",), "decoder.level_weights", {"choices": ["equal", "learned"]}),
     (("--coreset",), "bank.coreset", {"type": float, "help": "keep this fraction of the bank (approximate; default 1)"}),
+    (("--bank-precision",), "bank.precision", {"choices": BANK_PRECISIONS, "help": "fp32 (exact) or bf16 products"}),
     (("--epochs",), "train.epochs", {"type": int}),
     (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),

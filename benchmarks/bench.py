@@ -88,6 +88,8 @@ def phase_test(args) -> dict:
     """ClipMPCAD test pass with a k-shot bank: detector.score and the metric accumulator."""
     from clipmpcad.augment import expand_views
     from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
+    from clipmpcad.evaluation import BackgroundAdder
+    from clipmpcad.memory_bank import bank_dtype
     from clipmpcad.metrics import MetricsAccumulator
     from clipmpcad.training import SupportSet
 
@@ -98,23 +100,26 @@ def phase_test(args) -> dict:
     normals = SupportSet(views, masks, torch.zeros(len(views), dtype=torch.long),
                          torch.arange(k).repeat_interleave(11), torch.ones(len(views), dtype=torch.bool))
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
-    if args.bank_precision == "bf16":
-        model.bank = model.bank.to(device, torch.bfloat16)
+    model.bank = model.bank.to(device, bank_dtype(args.bank_precision, device))
     detector = Detector(model, None, has_masks=True, image_size=s, device=device)
     detector.calibration = calibrate_on_reference(detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01)
     images = torch.rand(args.test_batch, 3, s, s, device=device)
     gt = (torch.rand(args.test_batch, s, s) > 0.95).numpy()
     labels = (torch.arange(args.test_batch) % 2).numpy()
-    acc = MetricsAccumulator(pixel_metrics=True)
+    adder = BackgroundAdder(MetricsAccumulator(pixel_metrics=True))
 
-    def test_step():
-        scores = detector.score(images)
-        acc.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
+    def test_steps():  # as evaluation.evaluate runs them: metrics of a batch overlap the next batch
+        for _ in range(4):
+            scores = detector.score(images)
+            adder.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
+        while adder.pending:
+            adder.pending.popleft().result()
 
-    seconds = timed(test_step, device, args.repeats)
+    seconds = timed(test_steps, device, args.repeats) / 4
+    adder.finish()
     floor = floor_seconds(model, args.test_batch, device, args.repeats)
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
-    tag = f"k{k}" + ("_bf16" if args.bank_precision == "bf16" else "")
+    tag = f"k{k}" + {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
     return {f"test_s_per_image_{tag}": seconds / args.test_batch, f"bank_gib_{tag}": bank_bytes / 2**30,
             f"bank_rows_{tag}": len(model.bank), f"floor_s_per_image_{tag}": floor / args.test_batch}
 
@@ -178,7 +183,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--train-batch", type=int, default=8)
-    parser.add_argument("--bank-precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--bank-precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs timed (the fastest after the first)")
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--json", help="write the results here too")
@@ -187,8 +192,8 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = PHASES[args.phase](args)
-        bf16 = "_bf16" if args.bank_precision == "bf16" else ""
-        tag = {"test": f"_k{args.k}{bf16}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
+        precision = {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
+        tag = {"test": f"_k{args.k}{precision}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
         result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
         if args.device == "cuda":
             result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
@@ -206,7 +211,8 @@ def collect(args) -> dict:
     results.update(run_phase(args, "floor"))
     for k in (4, 16):
         results.update(run_phase(args, "test", k=k))
-    results.update(run_phase(args, "test", k=4, bank_precision="bf16"))
+    other = "fp32" if args.device == "cuda" else "bf16"  # the precision "auto" did not pick
+    results.update(run_phase(args, "test", k=4, bank_precision=other))
     for batch in (1, 8):
         results.update(run_phase(args, "train", train_batch=batch))
     return results
@@ -219,7 +225,9 @@ def report(args, r: dict) -> None:
              f"test batch {r['test_batch']}, adapter {r['adapter']}, torch {r['torch']}", "",
              "| measure | value | ratio to the bare backbone in the same process |", "|---|---|---|",
              f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |"]
-    for tag, what in (("k4", "k = 4 bank"), ("k16", "k = 16 bank"), ("k4_bf16", "k = 4 bf16 bank")):
+    auto = "bf16" if args.device == "cuda" else "fp32"
+    other = "fp32" if auto == "bf16" else "bf16"
+    for tag, what in (("k4", f"k = 4 bank ({auto})"), ("k16", f"k = 16 bank ({auto})"), (f"k4_{other}", f"k = 4 bank ({other})")):
         t, f = r[f"test_s_per_image_{tag}"], r[f"floor_s_per_image_{tag}"]
         r[f"test_throughput_ratio_{tag}"] = f / t
         lines.append(f"| ClipMPCAD test, {what} ({r[f'bank_rows_{tag}']} rows/level) | {1 / t:.2f} img/s | "

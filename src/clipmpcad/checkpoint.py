@@ -17,7 +17,7 @@ from .config import RunConfig, load_config
 from .detector import Detector
 from .errors import CheckpointError
 from .evaluation import Preprocess
-from .memory_bank import MemoryBank
+from .memory_bank import MemoryBank, bank_dtype
 from .model import ClipMPCAD
 from .protocols import get_protocol
 from .runs import load_torch, read_json, require_run_dir, save_torch
@@ -107,7 +107,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
     if model.bank is not None:
-        model.bank = model.bank.to(torch_device, torch.bfloat16 if config.bank.precision == "bf16" else torch.float32)
+        model.bank = model.bank.to(torch_device, bank_dtype(config.bank.precision, torch_device))
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
     detector = Detector(model, calibration, has_masks=meta.has_masks, image_size=backbone.info.image_size, device=torch_device)
     prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)

@@ -17,7 +17,7 @@ SHOT_SOURCES = ("auto", "list", "sample")
 DOMAINS = ("medical", "industrial")
 PIXEL_RESOLUTIONS = ("model", "original")
 LEVEL_WEIGHTS = ("equal", "learned")
-BANK_PRECISIONS = ("fp32", "bf16")
+BANK_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class DecoderConfig:
 class BankConfig:
     coreset: float = 1.0  # fraction of bank tokens kept by greedy coreset; 1.0 = exact full bank
     block_size: int = 8192  # bank rows per similarity block (bounds memory, not results)
-    precision: str = "fp32"  # "fp32": exact; "bf16": bf16 products, fp32 sums (half the memory, approximate)
+    precision: str = "auto"  # "fp32" exact; "bf16" products summed in fp32 (half the memory); "auto": bf16 on GPU
 
     def __post_init__(self) -> None:
         _check(0.0 < self.coreset <= 1.0, f"coreset fraction must be in (0, 1], got {self.coreset}")

@@ -7,7 +7,9 @@ model's input size, or at each mask's original size on request (the MVTec evalua
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,31 @@ def batches(
     yield from loader
 
 
+class BackgroundAdder:
+    """Feeds a MetricsAccumulator from one background thread, so that the CPU work of a batch
+    (sorting keys, labelling regions) overlaps the accelerator's work on the next batch. Batches
+    are added in order; at most `depth` wait; an error in the thread surfaces in add or finish."""
+
+    def __init__(self, accumulator: MetricsAccumulator, depth: int = 2) -> None:
+        self.accumulator = accumulator
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
+        self.pending: deque[Future] = deque()
+
+    def add(self, *arrays: object) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self.accumulator.add, *arrays))
+
+    def finish(self) -> MetricsAccumulator:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.accumulator
+
+
 def evaluate(
     detector: Detector,
     samples: Sequence[Sample],
@@ -78,7 +105,7 @@ def evaluate(
 ) -> Evaluation:
     """Score every sample and compute image (and, with masks, pixel) metrics."""
     start = time.perf_counter()
-    acc = MetricsAccumulator(pixel_metrics=detector.has_masks)
+    acc = BackgroundAdder(MetricsAccumulator(pixel_metrics=detector.has_masks))
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
     for batch in batches(samples, prep, cfg.batch_size, cfg.workers, detector.device):
         scores = detector.score(batch.images)
@@ -94,8 +121,9 @@ def evaluate(
             acc.add(image_scores, labels, scores.anomaly_map.float().cpu().numpy(), batch.masks[:, 0].numpy())
         bar.update(len(labels))
     bar.close()
+    done = acc.finish()
     seconds = time.perf_counter() - start
-    return Evaluation(acc.compute(), acc.curves(), acc.image_scores, acc.image_labels, seconds)
+    return Evaluation(done.compute(), done.curves(), done.image_scores, done.image_labels, seconds)
 
 
 def _at_original_size(maps: torch.Tensor, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:

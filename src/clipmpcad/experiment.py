@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .metrics.summary import RunResult
 from .report.tables import benchmark_table
 from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
+from .memory_bank import bank_dtype
 from .model import ClipMPCAD
 from .prompts import PrototypeCache, load_prompt_set, prompt_sentences, text_prototypes
 from .protocols import Protocol, get_protocol
@@ -242,8 +243,8 @@ def finish_model(
     model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if use_bank else None
     if model.bank is not None and cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
         model.bank = model.bank.coreset(cfg.bank.coreset, seed=cfg.seed)
-    if model.bank is not None and cfg.bank.precision == "bf16":
-        model.bank = model.bank.to(device, torch.bfloat16)
+    if model.bank is not None:
+        model.bank = model.bank.to(device, bank_dtype(cfg.bank.precision, device))
     detector = Detector(model, None, has_masks=data.has_masks, image_size=model.backbone.info.image_size, device=device)
     calibration = fixed_calibration(model) if protocol.name == "zero-shot" else None
     if protocol.calibration == "reference" and use_bank:

@@ -6,7 +6,6 @@ does not depend on how its samples are split into forward passes.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 EPS = 1e-6
 
@@ -30,4 +29,6 @@ def detection_loss(score: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
     The published code fed probabilities to BCE-with-logits; these are probabilities, so BCE.
     """
-    return F.binary_cross_entropy(score.float().clamp(EPS, 1.0 - EPS), label.float(), reduction="none")
+    p = score.float().clamp(EPS, 1.0 - EPS)  # written out: autocast refuses F.binary_cross_entropy
+    y = label.float()
+    return -(y * torch.log(p) + (1.0 - y) * torch.log1p(-p))

@@ -16,6 +16,13 @@ import torch.nn.functional as F
 BRANCHES = ("seg", "det")
 
 
+def bank_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The bank's storage type: bf16 products (summed in fp32) on a GPU under "auto", else fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return torch.float32
+
+
 @dataclass
 class MemoryBank:
     """tokens[branch][level]: (M, D) L2-normalised rows; groups[branch][level]: (M,) owner ids."""

@@ -44,7 +44,7 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--prompt-classname",), "prompts.classname", {"help": "object name in the prompts"}),
     (("--level-weights",), "decoder.level_weights", {"choices": ["equal", "learned"]}),
     (("--coreset",), "bank.coreset", {"type": float, "help": "keep this fraction of the bank (approximate; default 1)"}),
-    (("--bank-precision",), "bank.precision", {"choices": BANK_PRECISIONS, "help": "fp32 (exact) or bf16 products"}),
+    (("--bank-precision",), "bank.precision", {"choices": BANK_PRECISIONS, "help": "fp32 (exact), bf16 products, auto (bf16 on GPU)"}),
     (("--epochs",), "train.epochs", {"type": int}),
     (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),

@@ -16,6 +16,7 @@ speed does not depend on them. Never collected as a test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -69,8 +70,9 @@ def build(args, k: int | None = None):
 
     configure_cpu()
     torch.manual_seed(0)
-    backbone = load_backbone(BackboneConfig(model=args.model, weights="random", image_size=args.image_size),
-                             with_text=False)
+    backbone = load_backbone(
+        BackboneConfig(model=args.model, weights="random", image_size=args.image_size), with_text=False
+    )
     prototypes = torch.nn.functional.normalize(torch.randn(backbone.info.embed_dim, 2), dim=0)
     model = ClipMPCAD(backbone, prototypes, AdapterConfig(kind=args.adapter), DecoderConfig())
     return model.to(torch.device(args.device))
@@ -80,8 +82,10 @@ def phase_floor(args) -> dict:
     """Bare OpenCLIP image tower alone: its seconds per image and its own peak memory."""
     device = torch.device(args.device)
     model = build(args)
-    return {f"floor_s_per_image_b{b}": floor_seconds(model, b, device, args.repeats) / b
-            for b in sorted({args.test_batch, 1, 8})}
+    return {
+        f"floor_s_per_image_b{b}": floor_seconds(model, b, device, args.repeats) / b
+        for b in sorted({args.test_batch, 1, 8})
+    }
 
 
 def phase_test(args) -> dict:
@@ -97,15 +101,24 @@ def phase_test(args) -> dict:
     model = build(args)
     s, k = args.image_size, args.k
     views, masks = expand_views(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s))
-    normals = SupportSet(views, masks, torch.zeros(len(views), dtype=torch.long),
-                         torch.arange(k).repeat_interleave(11), torch.ones(len(views), dtype=torch.bool))
+    normals = SupportSet(
+        views,
+        masks,
+        torch.zeros(len(views), dtype=torch.long),
+        torch.arange(k).repeat_interleave(11),
+        torch.ones(len(views), dtype=torch.bool),
+    )
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
     model.bank = model.bank.to(device, bank_dtype(args.bank_precision, device))
     detector = Detector(model, None, has_masks=True, image_size=s, device=device)
-    detector.calibration = calibrate_on_reference(detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01)
+    detector.calibration = calibrate_on_reference(
+        detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01
+    )
     images = torch.rand(args.test_batch, 3, s, s, device=device)
-    gt = (torch.rand(args.test_batch, s, s) > 0.95).numpy()
     labels = (torch.arange(args.test_batch) % 2).numpy()
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    lesion = ((yy - s / 3) ** 2 + (xx - s / 2) ** 2 < (s / 8) ** 2).numpy()  # one defect region, as in real sets
+    gt = lesion[None] & (labels[:, None, None] == 1)  # anomalous images carry it, normal ones none
     adder = BackgroundAdder(MetricsAccumulator(pixel_metrics=True))
 
     def test_steps():  # as evaluation.evaluate runs them: metrics of a batch overlap the next batch
@@ -120,8 +133,12 @@ def phase_test(args) -> dict:
     floor = floor_seconds(model, args.test_batch, device, args.repeats)
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
     tag = f"k{k}" + {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
-    return {f"test_s_per_image_{tag}": seconds / args.test_batch, f"bank_gib_{tag}": bank_bytes / 2**30,
-            f"bank_rows_{tag}": len(model.bank), f"floor_s_per_image_{tag}": floor / args.test_batch}
+    return {
+        f"test_s_per_image_{tag}": seconds / args.test_batch,
+        f"bank_gib_{tag}": bank_bytes / 2**30,
+        f"bank_rows_{tag}": len(model.bank),
+        f"floor_s_per_image_{tag}": floor / args.test_batch,
+    }
 
 
 def phase_train(args) -> dict:
@@ -137,8 +154,13 @@ def phase_train(args) -> dict:
     masks = torch.zeros(2, 1, s, s)
     masks[1, :, s // 4 : s // 2, s // 4 : s // 2] = 1
     views, vmasks = expand_views(images, masks)
-    support = SupportSet(views, vmasks, torch.tensor([0, 1]).repeat_interleave(11), torch.arange(2).repeat_interleave(11),
-                         torch.ones(22, dtype=torch.bool))
+    support = SupportSet(
+        views,
+        vmasks,
+        torch.tensor([0, 1]).repeat_interleave(11),
+        torch.arange(2).repeat_interleave(11),
+        torch.ones(22, dtype=torch.bool),
+    )
     epoch_times = []
 
     def mark(epoch):
@@ -147,14 +169,24 @@ def phase_train(args) -> dict:
 
     sync(device)
     start = time.perf_counter()
-    fit(model, support, TrainConfig(epochs=args.epochs, batch_size=args.train_batch), lr=1e-3, device=device,
-        generator=torch.Generator().manual_seed(0), on_epoch=mark, progress=False)
-    per_epoch = min(b - a for a, b in zip(epoch_times, epoch_times[1:]))
+    fit(
+        model,
+        support,
+        TrainConfig(epochs=args.epochs, batch_size=args.train_batch),
+        lr=1e-3,
+        device=device,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=mark,
+        progress=False,
+    )
+    per_epoch = min(b - a for a, b in itertools.pairwise(epoch_times))
     first = epoch_times[0] - start
     floor = floor_seconds(model, args.train_batch, device, args.repeats)
-    return {f"train_s_per_view_epoch_b{args.train_batch}": per_epoch / len(support),
-            f"train_first_epoch_s_b{args.train_batch}": first,
-            f"floor_s_per_image_train_b{args.train_batch}": floor / args.train_batch}
+    return {
+        f"train_s_per_view_epoch_b{args.train_batch}": per_epoch / len(support),
+        f"train_first_epoch_s_b{args.train_batch}": first,
+        f"floor_s_per_image_train_b{args.train_batch}": floor / args.train_batch,
+    }
 
 
 PHASES = {"floor": phase_floor, "test": phase_test, "train": phase_train}
@@ -162,9 +194,26 @@ PHASES = {"floor": phase_floor, "test": phase_test, "train": phase_train}
 
 def run_phase(args, phase: str, **extra) -> dict:
     """One phase in a fresh interpreter, so that its peak RSS is its own."""
-    cmd = [sys.executable, __file__, "--phase", phase, "--model", args.model, "--image-size", str(args.image_size),
-           "--device", args.device, "--test-batch", str(args.test_batch), "--repeats", str(args.repeats),
-           "--adapter", args.adapter, "--epochs", str(args.epochs)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--model",
+        args.model,
+        "--image-size",
+        str(args.image_size),
+        "--device",
+        args.device,
+        "--test-batch",
+        str(args.test_batch),
+        "--repeats",
+        str(args.repeats),
+        "--adapter",
+        args.adapter,
+        "--epochs",
+        str(args.epochs),
+    ]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -203,9 +252,15 @@ def main() -> None:
 
 
 def collect(args) -> dict:
-    results = {"model": args.model, "image_size": args.image_size, "device": args.device,
-               "precision": "bf16 autocast" if args.device == "cuda" else "fp32", "test_batch": args.test_batch,
-               "adapter": args.adapter, "torch": torch.__version__}
+    results = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "device": args.device,
+        "precision": "bf16 autocast" if args.device == "cuda" else "fp32",
+        "test_batch": args.test_batch,
+        "adapter": args.adapter,
+        "torch": torch.__version__,
+    }
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     results.update(run_phase(args, "floor"))
@@ -221,22 +276,34 @@ def collect(args) -> dict:
 def report(args, r: dict) -> None:
     """The table; every ratio divides two times taken in the same process, one after the other."""
     floor = r[f"floor_s_per_image_b{args.test_batch}"]
-    lines = [f"# {r['model']} at {r['image_size']} px on {r.get('gpu', r['device'])} ({r['precision']}), "
-             f"test batch {r['test_batch']}, adapter {r['adapter']}, torch {r['torch']}", "",
-             "| measure | value | ratio to the bare backbone in the same process |", "|---|---|---|",
-             f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |"]
+    lines = [
+        f"# {r['model']} at {r['image_size']} px on {r.get('gpu', r['device'])} ({r['precision']}), "
+        f"test batch {r['test_batch']}, adapter {r['adapter']}, torch {r['torch']}",
+        "",
+        "| measure | value | ratio to the bare backbone in the same process |",
+        "|---|---|---|",
+        f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |",
+    ]
     auto = "bf16" if args.device == "cuda" else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"
-    for tag, what in (("k4", f"k = 4 bank ({auto})"), ("k16", f"k = 16 bank ({auto})"), (f"k4_{other}", f"k = 4 bank ({other})")):
+    for tag, what in (
+        ("k4", f"k = 4 bank ({auto})"),
+        ("k16", f"k = 16 bank ({auto})"),
+        (f"k4_{other}", f"k = 4 bank ({other})"),
+    ):
         t, f = r[f"test_s_per_image_{tag}"], r[f"floor_s_per_image_{tag}"]
         r[f"test_throughput_ratio_{tag}"] = f / t
-        lines.append(f"| ClipMPCAD test, {what} ({r[f'bank_rows_{tag}']} rows/level) | {1 / t:.2f} img/s | "
-                     f"{f / t:.2f} × throughput ({1 / f:.2f} img/s bare) |")
+        lines.append(
+            f"| ClipMPCAD test, {what} ({r[f'bank_rows_{tag}']} rows/level) | {1 / t:.2f} img/s | "
+            f"{f / t:.2f} × throughput ({1 / f:.2f} img/s bare) |"
+        )
     for batch in (1, 8):
         t, f = r[f"train_s_per_view_epoch_b{batch}"], r[f"floor_s_per_image_train_b{batch}"]
         r[f"train_cost_ratio_b{batch}"] = t / f
-        lines.append(f"| training, batch {batch}: per support view per epoch | {1000 * t:.1f} ms | "
-                     f"{t / f:.2f} × bare forward ({1000 * f:.1f} ms) |")
+        lines.append(
+            f"| training, batch {batch}: per support view per epoch | {1000 * t:.1f} ms | "
+            f"{t / f:.2f} × bare forward ({1000 * f:.1f} ms) |"
+        )
     for key in sorted(k for k in r if k.startswith(("peak_rss", "peak_gpu", "bank_gib"))):
         lines.append(f"| {key} | {r[key]:.2f} GiB | |")
     print("\n".join(lines))

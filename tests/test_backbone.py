@@ -88,7 +88,7 @@ def test_input_size_sets_the_grid() -> None:
     # a side the patch does not divide keeps ⌊S/p⌋ patches, like 240 px with patch 14 → 17 × 17
     odd = load_backbone(BackboneConfig(model=TINY, weights="random", image_size=100))
     assert odd.info.grid == (12, 12) and odd.embed(torch.rand(1, 3, 100, 100)).shape == (1, 145, 64)
-    with pytest.raises(ConfigError, match="smaller than .* patch size 8"):
+    with pytest.raises(ConfigError, match=r"smaller than .* patch size 8"):
         load_backbone(BackboneConfig(model=TINY, weights="random", image_size=4))
 
 
@@ -96,7 +96,7 @@ def test_default_levels() -> None:
     assert default_levels(24) == (6, 12, 18, 24)
     assert default_levels(12) == (3, 6, 9, 12)
     assert default_levels(4) == (1, 2, 3, 4)
-    with pytest.raises(ConfigError, match="go past the 4 blocks"):
+    with pytest.raises(ConfigError, match=r"go past the 4 blocks"):
         load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64, levels=(2, 5)))
 
 
@@ -139,7 +139,7 @@ def test_local_dir(tmp_path) -> None:
     backbone = load_backbone(BackboneConfig(model=f"local-dir:{folder}", weights=None, image_size=64))
     assert_same_visual(backbone, clip)
     assert not backbone.info.random and backbone.info.weights == "local-dir:biomed-like"
-    with pytest.raises(CheckpointError, match="no open_clip_config.json"):
+    with pytest.raises(CheckpointError, match=r"no open_clip_config\.json"):
         load_backbone(BackboneConfig(model=f"local-dir:{tmp_path}", weights=None, image_size=64))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_backbone(BackboneConfig(model=f"local-dir:{tmp_path / 'nope'}", weights=None, image_size=64))
@@ -183,7 +183,7 @@ def test_bad_weights_and_models(tmp_path) -> None:
         load_backbone(BackboneConfig(model=TINY, weights=str(tmp_path / "missing.pt"), image_size=64))
     with pytest.raises(CheckpointError, match="neither a file nor a pretrained tag"):
         load_backbone(BackboneConfig(model=TINY, weights="laion9000", image_size=64))
-    with pytest.raises(ConfigError, match="unknown OpenCLIP model 'ViT-Q-99'.*clipmpcad-tiny"):
+    with pytest.raises(ConfigError, match=r"unknown OpenCLIP model 'ViT-Q-99'.*clipmpcad-tiny"):
         load_backbone(BackboneConfig(model="ViT-Q-99", weights="random"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

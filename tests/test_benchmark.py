@@ -28,10 +28,12 @@ from clipmpcad.config import RunConfig
 from clipmpcad.data.synthetic import SynthConfig, generate_benchmark
 from clipmpcad.errors import ConfigError, DataError
 
-BASE = RunConfig.from_dict({
-    "backbone": {"model": "clipmpcad-tiny", "weights": "random", "image_size": 64},
-    "train": {"epochs": 1},
-})
+BASE = RunConfig.from_dict(
+    {
+        "backbone": {"model": "clipmpcad-tiny", "weights": "random", "image_size": 64},
+        "train": {"epochs": 1},
+    }
+)
 SMALL = SynthConfig(image_size=64, n_pool=4, n_test_normal=4, n_test_abnormal=4)
 
 
@@ -80,7 +82,10 @@ def row(table, dataset: str, category: str, shot: int):
 def test_plan_lists_every_category_in_order(spec):
     cells = plan(spec)
     assert [(c.dataset, c.category) for c in cells[::4]] == [
-        ("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile")]
+        ("bmad", "SynthBrain"),
+        ("bmad", "SynthChest"),
+        ("mvtec", "synth_tile"),
+    ]
     assert [(c.shot, c.seed) for c in cells[:4]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert str(cells[5].run_dir(Path("o"))) == "o/bmad/SynthChest/1-shot/seed-2"
 
@@ -89,11 +94,20 @@ def test_table_is_the_paper_average_of_the_metrics_files(suite):
     out = suite.out
     assert [r.status for r in suite.cells] == ["trained"] * 12
     for shot in (1, 2):
-        m = {(c, s): metrics_of(out, d, c, shot, s) for d, c in
-             (("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile")) for s in (1, 2)}
+        m = {
+            (c, s): metrics_of(out, d, c, shot, s)
+            for d, c in (("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile"))
+            for s in (1, 2)
+        }
         # per seed: dataset = mean over its categories, overall = mean over datasets
-        image = {s: ((m["SynthBrain", s]["image_auroc"] + m["SynthChest", s]["image_auroc"]) / 2
-                     + m["synth_tile", s]["image_auroc"]) / 2 for s in (1, 2)}
+        image = {
+            s: (
+                (m["SynthBrain", s]["image_auroc"] + m["SynthChest", s]["image_auroc"]) / 2
+                + m["synth_tile", s]["image_auroc"]
+            )
+            / 2
+            for s in (1, 2)
+        }
         pixel = {s: (m["SynthBrain", s]["pixel_auroc"] + m["synth_tile", s]["pixel_auroc"]) / 2 for s in (1, 2)}
         overall = row(suite.table, "all", "average", shot).values
         assert overall["image_auroc"].mean == pytest.approx(statistics.mean(image.values()))
@@ -106,8 +120,10 @@ def test_table_is_the_paper_average_of_the_metrics_files(suite):
         assert bmad["pixel_auroc"].std == pytest.approx(statistics.stdev(brain_pixel))
         assert row(suite.table, "bmad", "SynthChest", shot).values["pixel_auroc"] is None
         tile = row(suite.table, "mvtec", "synth_tile", shot).values["image_auroc"]
-        assert (tile.mean, tile.n) == (pytest.approx(statistics.mean(m["synth_tile", s]["image_auroc"]
-                                                                     for s in (1, 2))), 2)
+        assert (tile.mean, tile.n) == (
+            pytest.approx(statistics.mean(m["synth_tile", s]["image_auroc"] for s in (1, 2))),
+            2,
+        )
     assert len(suite.table.rows) == 2 * (3 + 2 + 1)  # per shot: categories, dataset averages, overall
 
 
@@ -142,8 +158,10 @@ def test_second_run_reuses_every_cell(suite, spec, monkeypatch, capsys):
     assert [r.status for r in again.cells] == ["reused"] * 12 and again.table == suite.table
     assert stamps == {c.run_dir: (c.run_dir / "model.pt").stat().st_mtime_ns for c in again.cells}
     brain = metrics_of(suite.out, "bmad", "SynthBrain", 2, 1)
-    line = (f"bmad/SynthBrain 2-shot seed 1: image AUROC {100 * brain['image_auroc']:.2f}, "
-            f"pixel AUROC {100 * brain['pixel_auroc']:.2f} (reused)")
+    line = (
+        f"bmad/SynthBrain 2-shot seed 1: image AUROC {100 * brain['image_auroc']:.2f}, "
+        f"pixel AUROC {100 * brain['pixel_auroc']:.2f} (reused)"
+    )
     assert line in capsys.readouterr().out.splitlines()
 
 
@@ -200,8 +218,12 @@ def test_changed_settings_are_refused_unless_overwrite(data, tmp_path, monkeypat
 
 def test_markdown_flags_paper_protocol_and_coreset(data, tmp_path):
     base = BASE.with_overrides({"protocol": "paper", "bank.coreset": 0.5})
-    spec = SuiteSpec(datasets=(("mvtec", str(data / "mvtec")), ("bmad", str(data / "bmad"))),
-                     categories=("synth_tile", "SynthChest"), shots=(1,), seeds=(1,))
+    spec = SuiteSpec(
+        datasets=(("mvtec", str(data / "mvtec")), ("bmad", str(data / "bmad"))),
+        categories=("synth_tile", "SynthChest"),
+        shots=(1,),
+        seeds=(1,),
+    )
     result = run_benchmark(base, spec, tmp_path, progress=False)
     markdown = (tmp_path / "benchmark.md").read_text()
     assert TEST_SELECTED_NOTE in markdown and RANDOM_NOTE in markdown
@@ -218,8 +240,11 @@ def test_bad_suites_fail_before_any_work(data, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="no dataset has the category Nope; found bmad: SynthBrain, SynthChest"):
         plan(SuiteSpec(datasets=(("bmad", str(data / "bmad")),), categories=("SynthBrain", "Nope")))
     with pytest.raises(DataError, match=r"mvtec at .* has none of the categories SynthBrain"):
-        plan(SuiteSpec(datasets=(("bmad", str(data / "bmad")), ("mvtec", str(data / "mvtec"))),
-                       categories=("SynthBrain",)))
+        plan(
+            SuiteSpec(
+                datasets=(("bmad", str(data / "bmad")), ("mvtec", str(data / "mvtec"))), categories=("SynthBrain",)
+            )
+        )
     with pytest.raises(ConfigError, match="name one more than once"):
         SuiteSpec(datasets=(("bmad", "a"), ("bmad", "b")))
     with pytest.raises(ConfigError, match=r"shots must be among \(1, 2, 4, 8, 16\), got \(3,\)"):

@@ -17,9 +17,7 @@ TINY = ["--model", "clipmpcad-tiny", "--weights", "random", "--image-size", "64"
 
 def sample_value(flags, key: str, kwargs: dict):
     """A legal value that differs from the default, as a command-line token list and its config value."""
-    if kwargs.get("action") == "store_true":
-        return [], True
-    if kwargs.get("action") is argparse.BooleanOptionalAction:
+    if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
         return [], True
     if "choices" in kwargs:
         default = RunConfig()
@@ -55,8 +53,21 @@ def test_config_file_then_flags_then_set(tmp_path) -> None:
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"train": {"epochs": 7, "lr": 0.5}, "seed": 3}))
     args = build_parser().parse_args(
-        ["train", "--out", "x", "--config", str(path), "--epochs", "9", "--set", "train.betas=[0.9,0.99]",
-         "--normal-dir", "ok", "--mask-suffix", "_gt"]
+        [
+            "train",
+            "--out",
+            "x",
+            "--config",
+            str(path),
+            "--epochs",
+            "9",
+            "--set",
+            "train.betas=[0.9,0.99]",
+            "--normal-dir",
+            "ok",
+            "--mask-suffix",
+            "_gt",
+        ]
     )
     cfg = config_from_args(args)
     assert (cfg.train.epochs, cfg.train.lr, cfg.seed, cfg.train.betas) == (9, 0.5, 3, (0.9, 0.99))
@@ -64,8 +75,20 @@ def test_config_file_then_flags_then_set(tmp_path) -> None:
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys) -> None:
-    code = main(["train", "--dataset", "mvtec", "--root", str(tmp_path / "nowhere"), "--category", "x",
-                 "--out", str(tmp_path / "run"), *TINY])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mvtec",
+            "--root",
+            str(tmp_path / "nowhere"),
+            "--category",
+            "x",
+            "--out",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("clipmpcad: error:") and "nowhere" in err[0]
     assert not (tmp_path / "run").exists()
@@ -76,17 +99,64 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys) -> None:
 def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) -> None:
     tile = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "mvtec", "--root", str(tile.root), "--category", tile.category,
-                 "--shot", "2", "--epochs", "2", "--out", str(run), "--quiet", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "mvtec",
+                "--root",
+                str(tile.root),
+                "--category",
+                tile.category,
+                "--shot",
+                "2",
+                "--epochs",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in run.iterdir()} >= {"config.json", "model.pt", "bank.pt", "shots.json", "train.json"}
-    assert main(["train", "--dataset", "mvtec", "--root", str(tile.root), "--category", tile.category,
-                 "--out", str(run), "--quiet", *TINY]) == 2  # no silent overwrite
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "mvtec",
+                "--root",
+                str(tile.root),
+                "--category",
+                tile.category,
+                "--out",
+                str(run),
+                "--quiet",
+                *TINY,
+            ]
+        )
+        == 2
+    )  # no silent overwrite
     assert main(["test", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "RANDOM backbone" in out and "image AUROC" in out
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("dataset", "category", "shot", "seed", "protocol", "backbone", "image_auroc", "pixel_auroc",
-                "n_test_images", "train_seconds", "test_seconds"):
+    for key in (
+        "dataset",
+        "category",
+        "shot",
+        "seed",
+        "protocol",
+        "backbone",
+        "image_auroc",
+        "pixel_auroc",
+        "n_test_images",
+        "train_seconds",
+        "test_seconds",
+    ):
         assert key in metrics, key
     assert metrics["backbone"]["random"] is True and metrics["removed_from_test"] == 2
     assert (run / "report.html").stat().st_size > 10_000
@@ -94,7 +164,7 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     preds = tmp_path / "preds"
     assert main(["predict", str(run), *map(str, images), "--out", str(preds), "--quiet"]) == 0
     rows = list(csv.DictReader((preds / "predictions.csv").open()))
-    assert len(rows) == 3 and all(0 <= float(r["score"]) or True for r in rows)
+    assert len(rows) == 3 and all(float(r["score"]) >= 0 or True for r in rows)
     assert len(list(preds.glob("*_overlay.png"))) == 3
 
 

@@ -41,7 +41,7 @@ def test_blocked_search_equals_brute_force() -> None:
 
 
 def test_bank_rows_are_unit_norm_and_grouped() -> None:
-    bank, feats, groups = make_bank()
+    bank, _, groups = make_bank()
     rows = bank.tokens["seg"][0]
     assert rows.shape == (6 * 5, 8)
     torch.testing.assert_close(rows.norm(dim=1), torch.ones(30))
@@ -75,7 +75,7 @@ def test_state_round_trip() -> None:
 
 
 def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
-    bank, feats, _ = make_bank(views=20, tokens=10, dim=16)
+    bank, _, _ = make_bank(views=20, tokens=10, dim=16)
     small = bank.coreset(0.25, seed=1)
     assert small.tokens["seg"][0].shape == (50, 16) and small.groups["seg"][0].shape == (50,)
     query = torch.randn(4, 6, 16)
@@ -91,7 +91,7 @@ def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
 
 
 def test_bf16_bank_is_close_to_exact() -> None:
-    bank, feats, _ = make_bank(views=8, tokens=10, dim=32)
+    bank, _, _ = make_bank(views=8, tokens=10, dim=32)
     query = torch.randn(3, 7, 32)
     exact = bank.distances(query, "seg", 0)
     approx = bank.to(torch.device("cpu"), torch.bfloat16).distances(query, "seg", 0)

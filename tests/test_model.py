@@ -28,8 +28,12 @@ def test_a_sample_does_not_depend_on_its_batch(tiny_backbone, kind) -> None:
         for i in (0, 3):
             single = model(images[i : i + 1])
             for branch in ("seg", "det"):
-                torch.testing.assert_close(single.zero_logits[branch][0], batch.zero_logits[branch][i], rtol=1e-4, atol=1e-4)
-                torch.testing.assert_close(single.few_distances[branch][0], batch.few_distances[branch][i], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(
+                    single.zero_logits[branch][0], batch.zero_logits[branch][i], rtol=1e-4, atol=1e-4
+                )
+                torch.testing.assert_close(
+                    single.few_distances[branch][0], batch.few_distances[branch][i], rtol=1e-4, atol=1e-5
+                )
     assert batch.zero_logits["seg"].shape == (5, 4, 8, 8)
 
 
@@ -37,7 +41,11 @@ def test_gradients_reach_adapters_and_never_the_backbone(tiny_backbone) -> None:
     model = build(tiny_backbone, learned=True)
     feats = model.features(torch.rand(2, 3, 64, 64))
     loss = sum(f.square().mean() for f in feats.seg + feats.det)
-    loss = loss + model.decoder.combine(torch.rand(2, 4), "seg").sum() + model.decoder.combine(torch.rand(2, 4), "det").sum()
+    loss = (
+        loss
+        + model.decoder.combine(torch.rand(2, 4), "seg").sum()
+        + model.decoder.combine(torch.rand(2, 4), "det").sum()
+    )
     loss.backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     last = {id(a.phi2.weight) for a in (model.seg_adapters[-1], model.det_adapters[-1])}
@@ -56,7 +64,7 @@ def test_prefix_path_equals_image_path(tiny_backbone) -> None:
     with torch.no_grad():
         a = model.features(images)
         b = model.features(prefix=model.prefix(images))
-    for x, y in zip(a.seg + a.det, b.seg + b.det):
+    for x, y in zip(a.seg + a.det, b.seg + b.det, strict=True):
         torch.testing.assert_close(x, y)
 
 

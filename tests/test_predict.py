@@ -23,12 +23,14 @@ from clipmpcad.scoring import Calibration, Scale, quantile_table, upper_quantile
 
 def _train(bench, index: int, out: Path, protocol: str = "clean", views: int = 11) -> Path:
     s = bench.sets[index]
-    cfg = RunConfig.from_dict({
-        "protocol": protocol,
-        "data": {"dataset": s.dataset, "root": str(s.root), "category": s.category, "shot": 2},
-        "backbone": {"model": "clipmpcad-tiny", "weights": "random", "image_size": 64},
-        "train": {"epochs": 1, "views": views},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "protocol": protocol,
+            "data": {"dataset": s.dataset, "root": str(s.root), "category": s.category, "shot": 2},
+            "backbone": {"model": "clipmpcad-tiny", "weights": "random", "image_size": 64},
+            "train": {"epochs": 1, "views": views},
+        }
+    )
     return experiment.train_run(cfg, out, progress=False)
 
 
@@ -141,8 +143,9 @@ def test_folder_outputs_have_the_expected_names_and_rows(predictor, brain_images
     )
     assert csv_path == out / "predictions.csv"
     stems = [p.stem for p in inputs]
-    expected = {"predictions.csv"} | {f"{s}_{kind}" for s in stems for kind in
-                                      ("overlay.png", "mask.png", "map.npy", "levels.npy")}
+    expected = {"predictions.csv"} | {
+        f"{s}_{kind}" for s in stems for kind in ("overlay.png", "mask.png", "map.npy", "levels.npy")
+    }
     assert {p.name for p in out.iterdir()} == expected
     rows = _read_csv(csv_path)
     preds = predictor.predict(inputs, with_levels=True)
@@ -152,7 +155,11 @@ def test_folder_outputs_have_the_expected_names_and_rows(predictor, brain_images
         assert row["anomalous"] == str(pred.anomalous) and float(row["threshold"]) == predictor.threshold
         assert float(row["image_fpr"]) == 0.05 and row["calibration"] == "reference" and row["test_selected"] == "False"
         assert (row["overlay"], row["mask"], row["map"], row["levels"]) == (
-            f"{stem}_overlay.png", f"{stem}_mask.png", f"{stem}_map.npy", f"{stem}_levels.npy")
+            f"{stem}_overlay.png",
+            f"{stem}_mask.png",
+            f"{stem}_map.npy",
+            f"{stem}_levels.npy",
+        )
         mask = np.asarray(Image.open(out / row["mask"]))
         assert set(np.unique(mask)) <= {0, 255}
         np.testing.assert_array_equal(mask == 255, pred.mask)
@@ -281,8 +288,13 @@ def test_the_pixel_quantile_table_follows_upper_quantile(rng):
 
 
 def test_calibrations_without_reference_tables_load_but_cannot_move():
-    old = {"source": "reference", "scales": {"zero_map": {"lo": 0.0, "hi": 1.0}}, "image_threshold": 0.7,
-           "pixel_threshold": 0.6, "n_reference": 2}  # a checkpoint saved before the tables existed
+    old = {
+        "source": "reference",
+        "scales": {"zero_map": {"lo": 0.0, "hi": 1.0}},
+        "image_threshold": 0.7,
+        "pixel_threshold": 0.6,
+        "n_reference": 2,
+    }  # a checkpoint saved before the tables existed
     cal = Calibration.from_dict(old)
     assert cal.scales == {"zero_map": Scale(0.0, 1.0)} and cal.reference_scores == ()
     assert Calibration.from_dict(cal.to_dict()) == cal

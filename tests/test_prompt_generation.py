@@ -20,14 +20,17 @@ ABNORMAL = [f"a carious lesion visible on tooth number {i}" for i in range(1, 36
 
 def chat_answer(content: str) -> bytes:
     """A chat-completions response body whose message is ``content``."""
-    return json.dumps({"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": content},
-         "finish_reason": "stop"}]}).encode()
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        }
+    ).encode()
 
 
 def model_reply(**obj) -> str:
-    reply = {"domain": "medical", "classname": "dental radiograph", "normal": NORMAL,
-             "abnormal": ABNORMAL} | obj
+    reply = {"domain": "medical", "classname": "dental radiograph", "normal": NORMAL, "abnormal": ABNORMAL} | obj
     return "Here you are:\n```json\n" + json.dumps(reply, indent=1) + "\n```\n"
 
 
@@ -43,8 +46,7 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests.append({"path": self.path, "headers": dict(self.headers),
-                                        "body": json.loads(body)})
+                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
                 status, payload, delay = server.answer
                 if delay and server.release.wait(delay):
                     return
@@ -91,14 +93,12 @@ def out_dir(tmp_path):
 
 
 def endpoint(server: ChatServer, timeout_s: float = 5.0) -> ChatEndpoint:
-    return ChatEndpoint.resolve(base_url=server.url, model="test-model", api_key="sk-test",
-                                timeout_s=timeout_s)
+    return ChatEndpoint.resolve(base_url=server.url, model="test-model", api_key="sk-test", timeout_s=timeout_s)
 
 
 def test_a_good_answer_writes_a_valid_prompt_set(server, out_dir):
     out = out_dir / "Dental X-ray.json"
-    assert generate_prompt_set("dental panoramic radiographs", out, endpoint=endpoint(server),
-                               n=35) == out
+    assert generate_prompt_set("dental panoramic radiographs", out, endpoint=endpoint(server), n=35) == out
     prompt_set = load_prompt_set(out)
     assert prompt_set.name == "dental_x_ray" and prompt_set.domain == "medical"
     assert prompt_set.classname == "dental radiograph" and prompt_set.dataset == "custom"
@@ -120,11 +120,14 @@ def test_a_good_answer_writes_a_valid_prompt_set(server, out_dir):
 
 def test_repeats_are_dropped_and_options_override_the_model(server, out_dir):
     repeated = [*NORMAL, "A healthy panoramic radiograph with intact tooth number 1 "]
-    server.answer = (200, chat_answer(json.dumps(
-        {"domain": "industrial", "classname": "tooth", "normal": repeated,
-         "abnormal": ABNORMAL})), 0.0)
-    out = generate_prompt_set("teeth", out_dir / "t.json", endpoint=endpoint(server),
-                              kind="medical", classname="jaw")
+    server.answer = (
+        200,
+        chat_answer(
+            json.dumps({"domain": "industrial", "classname": "tooth", "normal": repeated, "abnormal": ABNORMAL})
+        ),
+        0.0,
+    )
+    out = generate_prompt_set("teeth", out_dir / "t.json", endpoint=endpoint(server), kind="medical", classname="jaw")
     prompt_set = load_prompt_set(out)
     assert len(prompt_set.normal) == len(NORMAL)
     assert prompt_set.domain == "medical" and prompt_set.classname == "jaw"
@@ -146,30 +149,49 @@ def test_a_missing_model_is_a_clear_error(monkeypatch):
 
 
 FAILURES = {
-    "malformed JSON": ((200, chat_answer("normal: a healthy tooth; abnormal: a caries"), 0.0),
-                       r"the model's reply is not a JSON object: 'normal: a healthy tooth"),
-    "not a chat answer": ((200, b"<html>gateway</html>", 0.0),
-                          r"did not answer with JSON: '<html>gateway</html>'"),
+    "malformed JSON": (
+        (200, chat_answer("normal: a healthy tooth; abnormal: a caries"), 0.0),
+        r"the model's reply is not a JSON object: 'normal: a healthy tooth",
+    ),
+    "not a chat answer": ((200, b"<html>gateway</html>", 0.0), r"did not answer with JSON: '<html>gateway</html>'"),
     "no choices": ((200, b'{"error": "quota"}', 0.0), r"answered without choices"),
-    "missing key": ((200, chat_answer(json.dumps({"domain": "medical", "normal": NORMAL})), 0.0),
-                    r"the model's JSON lacks 'abnormal'"),
-    "wrong types": ((200, chat_answer(model_reply(normal="teeth")), 0.0),
-                    r"the model's 'normal' is not a list of strings"),
-    "too few": ((200, chat_answer(model_reply(abnormal=ABNORMAL[:12])), 0.0),
-                r"12 distinct abnormal sentences .*at least 30 are needed"),
-    "too few after repeats": ((200, chat_answer(model_reply(normal=NORMAL[:20] * 2)), 0.0),
-                              r"20 distinct normal sentences"),
+    "missing key": (
+        (200, chat_answer(json.dumps({"domain": "medical", "normal": NORMAL})), 0.0),
+        r"the model's JSON lacks 'abnormal'",
+    ),
+    "wrong types": (
+        (200, chat_answer(model_reply(normal="teeth")), 0.0),
+        r"the model's 'normal' is not a list of strings",
+    ),
+    "too few": (
+        (200, chat_answer(model_reply(abnormal=ABNORMAL[:12])), 0.0),
+        r"12 distinct abnormal sentences .*at least 30 are needed",
+    ),
+    "too few after repeats": (
+        (200, chat_answer(model_reply(normal=NORMAL[:20] * 2)), 0.0),
+        r"20 distinct normal sentences",
+    ),
     "sentences too long": (
-        (200, chat_answer(model_reply(
-            abnormal=[*ABNORMAL[:-1], "a carious lesion " + "spreading very far " * 30])), 0.0),
+        (
+            200,
+            chat_answer(model_reply(abnormal=[*ABNORMAL[:-1], "a carious lesion " + "spreading very far " * 30])),
+            0.0,
+        ),
         r"1 sentences exceed CLIP's 77-token context .*'a carious lesion spreading very far.*"
-        r"\(\d+ tokens\)"),
-    "wrong placeholder": ((200, chat_answer(model_reply(normal=[*NORMAL, "a {} tooth"])), 0.0),
-                          r"fails the schema: normal\[35\] uses the placeholder \{\}"),
-    "bad domain": ((200, chat_answer(model_reply(domain="dental")), 0.0),
-                   r"'domain' is 'dental'.*pass --kind medical or --kind industrial"),
-    "HTTP 500": ((500, b'{"error": {"message": "upstream exploded"}}', 0.0),
-                 r"chat/completions answered HTTP 500: .*upstream exploded"),
+        r"\(\d+ tokens\)",
+    ),
+    "wrong placeholder": (
+        (200, chat_answer(model_reply(normal=[*NORMAL, "a {} tooth"])), 0.0),
+        r"fails the schema: normal\[35\] uses the placeholder \{\}",
+    ),
+    "bad domain": (
+        (200, chat_answer(model_reply(domain="dental")), 0.0),
+        r"'domain' is 'dental'.*pass --kind medical or --kind industrial",
+    ),
+    "HTTP 500": (
+        (500, b'{"error": {"message": "upstream exploded"}}', 0.0),
+        r"chat/completions answered HTTP 500: .*upstream exploded",
+    ),
     "HTTP 401": ((401, b"invalid key", 0.0), r"answered HTTP 401 \(check --api-key"),
 }
 
@@ -214,10 +236,13 @@ def test_an_existing_file_is_kept_unless_overwrite(server, out_dir):
     assert sorted(p.name for p in out_dir.iterdir()) == ["teeth.json"]
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (dict(n=29), "n must be between 30 and 200"),
-    (dict(kind="agricultural"), "kind 'agricultural' must be one of medical, industrial"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (dict(n=29), "n must be between 30 and 200"),
+        (dict(kind="agricultural"), "kind 'agricultural' must be one of medical, industrial"),
+    ],
+)
 def test_bad_arguments_fail_before_any_request(server, out_dir, arguments, message):
     with pytest.raises(PromptError, match=message):
         generate_prompt_set("teeth", out_dir / "t.json", endpoint=endpoint(server), **arguments)

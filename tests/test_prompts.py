@@ -10,7 +10,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from clipmpcad.errors import PromptError
 from clipmpcad.prompts import (
@@ -29,15 +29,56 @@ from clipmpcad.prompts import (
     validate_prompt_set,
 )
 
-MVTEC = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-         "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]
+MVTEC = [
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+]
 MPDD = ["bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"]
-VISA = ["candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1",
-        "pcb2", "pcb3", "pcb4", "pipe_fryum"]
+VISA = [
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+]
 EXPECTED_SETS = sorted(
-    ["brain_mri", "liver_ct", "retina_resc", "retina_oct2017", "chest_xray", "histopathology",
-     "generic_medical", "generic_industrial", "btad_01", "btad_02", "btad_03"]
-    + [f"mvtec_ad_{c}" for c in MVTEC] + [f"mpdd_{c}" for c in MPDD] + [f"visa_{c}" for c in VISA])
+    [
+        "brain_mri",
+        "liver_ct",
+        "retina_resc",
+        "retina_oct2017",
+        "chest_xray",
+        "histopathology",
+        "generic_medical",
+        "generic_industrial",
+        "btad_01",
+        "btad_02",
+        "btad_03",
+    ]
+    + [f"mvtec_ad_{c}" for c in MVTEC]
+    + [f"mpdd_{c}" for c in MPDD]
+    + [f"visa_{c}" for c in VISA]
+)
 
 
 def _token_count(text: str) -> int:
@@ -49,10 +90,13 @@ def _token_count(text: str) -> int:
 def _valid_set(**changes: object) -> dict:
     """A small valid set that each lint test breaks in one way."""
     obj = {
-        "schema_version": 1, "name": "test_set", "domain": "industrial", "dataset": "custom",
-        "category": "widget", "classname": "widget",
-        "provenance": {"generator": "a test", "instruction": "none", "date": "2026-11-27",
-                       "reviewed": True},
+        "schema_version": 1,
+        "name": "test_set",
+        "domain": "industrial",
+        "dataset": "custom",
+        "category": "widget",
+        "classname": "widget",
+        "provenance": {"generator": "a test", "instruction": "none", "date": "2026-11-27", "reviewed": True},
         "normal": [f"a clean {{classname}} with finish number {i}" for i in range(30)],
         "abnormal": [f"a {{classname}} with defect number {i}" for i in range(30)],
     }
@@ -61,6 +105,7 @@ def _valid_set(**changes: object) -> dict:
 
 
 # ---------------------------------------------------------------- shipped sets
+
 
 def test_the_package_ships_every_expected_set():
     assert prompt_set_names() == EXPECTED_SETS
@@ -114,36 +159,51 @@ def test_loading_a_bad_file_names_the_file_and_the_problem(tmp_path):
 # ---------------------------------------------------------------- schema and lint
 
 BROKEN = {
-    "duplicate": (dict(normal=[*_valid_set()["normal"], "A clean  {classname} with FINISH "
-                               "number 3"]), r"normal\[30\] repeats normal\[3\]"),
-    "bare braces": (dict(abnormal=[*_valid_set()["abnormal"][:29], "a {} with a dent"]),
-                    r"abnormal\[29\] uses the placeholder \{\}"),
-    "wrong placeholder": (dict(normal=[*_valid_set()["normal"][:29], "a {class} without dents"]),
-                          r"normal\[29\] uses the placeholder \{class\}"),
-    "stray brace": (dict(normal=[*_valid_set()["normal"][:29], "a {classname without dents"]),
-                    r"normal\[29\] has a stray brace"),
-    "too long": (dict(abnormal=[*_valid_set()["abnormal"][:29],
-                                "a {classname} with " + "a very long scratch " * 20]),
-                 r"abnormal\[29\] is \d+ tokens with classname 'widget'; CLIP's context holds 77"),
+    "duplicate": (
+        dict(normal=[*_valid_set()["normal"], "A clean  {classname} with FINISH number 3"]),
+        r"normal\[30\] repeats normal\[3\]",
+    ),
+    "bare braces": (
+        dict(abnormal=[*_valid_set()["abnormal"][:29], "a {} with a dent"]),
+        r"abnormal\[29\] uses the placeholder \{\}",
+    ),
+    "wrong placeholder": (
+        dict(normal=[*_valid_set()["normal"][:29], "a {class} without dents"]),
+        r"normal\[29\] uses the placeholder \{class\}",
+    ),
+    "stray brace": (
+        dict(normal=[*_valid_set()["normal"][:29], "a {classname without dents"]),
+        r"normal\[29\] has a stray brace",
+    ),
+    "too long": (
+        dict(abnormal=[*_valid_set()["abnormal"][:29], "a {classname} with " + "a very long scratch " * 20]),
+        r"abnormal\[29\] is \d+ tokens with classname 'widget'; CLIP's context holds 77",
+    ),
     "too long once filled": (dict(classname="widget " * 75), r"normal\[0\] is \d+ tokens"),
     "too few": (dict(normal=_valid_set()["normal"][:29]), r"'normal' has 29 unique sentences"),
-    "list is a string": (dict(abnormal="a widget with a dent"),
-                         r"'abnormal' must be a list, not a string"),
-    "sentence is a number": (dict(normal=[*_valid_set()["normal"], 7]),
-                             r"normal\[30\] must be a non-empty string, not an integer"),
+    "list is a string": (dict(abnormal="a widget with a dent"), r"'abnormal' must be a list, not a string"),
+    "sentence is a number": (
+        dict(normal=[*_valid_set()["normal"], 7]),
+        r"normal\[30\] must be a non-empty string, not an integer",
+    ),
     "empty sentence": (dict(normal=[*_valid_set()["normal"], "  "]), r"normal\[30\] must be a"),
     "version is a string": (dict(schema_version="1"), r"'schema_version' must be an integer"),
     "version is a boolean": (dict(schema_version=True), r"'schema_version' must be an integer"),
     "future version": (dict(schema_version=2), r"schema_version is 2"),
-    "reviewed is a string": (dict(provenance={**_valid_set()["provenance"], "reviewed": "no"}),
-                             r"'provenance.reviewed' must be a boolean, not a string"),
-    "bad date": (dict(provenance={**_valid_set()["provenance"], "date": "27/11/2026"}),
-                 r"provenance.date '27/11/2026' must be a date"),
+    "reviewed is a string": (
+        dict(provenance={**_valid_set()["provenance"], "reviewed": "no"}),
+        r"'provenance.reviewed' must be a boolean, not a string",
+    ),
+    "bad date": (
+        dict(provenance={**_valid_set()["provenance"], "date": "27/11/2026"}),
+        r"provenance.date '27/11/2026' must be a date",
+    ),
     "unknown key": (dict(prompts=[]), r"unknown key 'prompts'"),
     "bad name": (dict(name="Test Set"), r"name 'Test Set' must be lower-case"),
     "same sentence in both states": (
         dict(abnormal=[*_valid_set()["abnormal"], "A clean {classname} with finish number 0"]),
-        r"normal\[0\] is also abnormal\[30\]"),
+        r"normal\[0\] is also abnormal\[30\]",
+    ),
 }
 
 
@@ -154,7 +214,8 @@ def test_the_token_limit_counts_start_and_end_of_text():
     assert _token_count("x " * 75) == 77
     assert validate_prompt_set(at_limit) == []
     assert validate_prompt_set(over) == [
-        f"normal[29] is 78 tokens with classname 'widget'; CLIP's context holds 77: {'x ' * 76!r}"]
+        f"normal[29] is 78 tokens with classname 'widget'; CLIP's context holds 77: {'x ' * 76!r}"
+    ]
 
 
 def test_the_unbroken_set_is_valid():
@@ -175,7 +236,7 @@ def test_lint_catches_a_missing_key_invalid_json_and_a_repeated_key(tmp_path):
     del obj["classname"]
     missing, invalid, repeated = (tmp_path / n for n in ("a.json", "b.json", "c.json"))
     missing.write_text(json.dumps(obj), encoding="utf-8")
-    invalid.write_text("{\"name\": ", encoding="utf-8")
+    invalid.write_text('{"name": ', encoding="utf-8")
     repeated.write_text(json.dumps(_valid_set())[:-1] + ', "name": "again"}', encoding="utf-8")
     report = lint_prompt_files([missing, invalid, repeated, tmp_path / "absent.json"])
     assert report[str(missing)] == ["missing key 'classname'"]
@@ -191,6 +252,7 @@ def test_lint_reports_a_clean_file_as_an_empty_list(tmp_path):
 
 
 # ---------------------------------------------------------------- base ensemble and modes
+
 
 def test_the_base_ensemble_has_245_normal_and_175_abnormal_sentences():
     normal, abnormal = base_sentences("metal nut")
@@ -213,8 +275,9 @@ def test_modes_pick_their_sources_and_fill_the_classname():
     assert [len(g) for g in base.normal] == [245] and [len(g) for g in base.abnormal] == [175]
     assert [len(g) for g in own.normal] == [len(prompt_set.normal)]
     assert [len(g) for g in both.normal] == [245, len(prompt_set.normal)]
-    assert both.normal[0] == base.normal[0] and both.abnormal[1] == prompt_sentences(
-        "p-prompts", prompt_set).abnormal[0]
+    assert (
+        both.normal[0] == base.normal[0] and both.abnormal[1] == prompt_sentences("p-prompts", prompt_set).abnormal[0]
+    )
     assert own.normal[0][0].startswith("an axial FLAIR MRI slice of a normal head ")
     assert prompt_sentences("base", None, classname="bolt").normal[0][0] == "a bad photo of a bolt."
 
@@ -232,13 +295,15 @@ def test_mode_errors_name_the_choices_and_the_problem():
 
 # ---------------------------------------------------------------- prototypes
 
+
 @pytest.fixture(scope="module")
 def tiny_clip():
     torch.manual_seed(0)
     model = open_clip.model.CLIP(
         embed_dim=32,
         vision_cfg=dict(layers=1, width=32, patch_size=8, image_size=32, head_width=16),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+    )
     return model.eval()
 
 
@@ -263,12 +328,12 @@ def _plain_prototype(model, sentences):
 
 def test_prototypes_equal_a_plain_computation(tiny_clip):
     sentences = prompt_sentences("p-prompts", load_prompt_set("mvtec_ad_bottle"))
-    t = text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize, sentences,
-                        batch_size=7)
+    t = text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize, sentences, batch_size=7)
     assert t.shape == (32, 2) and t.dtype == torch.float32
     torch.testing.assert_close(t.norm(dim=0), torch.ones(2))
-    expected = torch.stack([_plain_prototype(tiny_clip, sentences.normal[0]),
-                            _plain_prototype(tiny_clip, sentences.abnormal[0])], dim=1)
+    expected = torch.stack(
+        [_plain_prototype(tiny_clip, sentences.normal[0]), _plain_prototype(tiny_clip, sentences.abnormal[0])], dim=1
+    )
     torch.testing.assert_close(t, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -285,8 +350,10 @@ def test_base_plus_p_weights_each_source_equally_not_each_sentence(tiny_clip):
 
 def test_each_mode_gives_a_different_t(tiny_clip):
     prompt_set = load_prompt_set("mvtec_ad_bottle")
-    ts = [text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize,
-                          prompt_sentences(mode, prompt_set)) for mode in PROMPT_MODES]
+    ts = [
+        text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize, prompt_sentences(mode, prompt_set))
+        for mode in PROMPT_MODES
+    ]
     for i in range(3):
         for j in range(i + 1, 3):
             assert not torch.allclose(ts[i], ts[j], atol=1e-4)
@@ -299,6 +366,7 @@ def test_prototypes_run_without_gradients(tiny_clip):
 
 
 # ---------------------------------------------------------------- cache
+
 
 def test_a_cache_hit_returns_the_same_t_without_encoding(tmp_path, tiny_clip):
     cache = PrototypeCache(tmp_path / "cache")
@@ -327,8 +395,7 @@ def test_a_change_of_sentences_mode_or_backbone_misses(tmp_path):
     assert cache.get("vit-b-16@laion2b", sentences) is None
     assert cache.get("vit-b-16@openai", prompt_sentences("base", prompt_set)) is None
     assert cache.get("vit-b-16@openai", prompt_sentences("base+p", prompt_set, "tealight")) is None
-    edited = PromptSentences("base+p", sentences.normal, (sentences.abnormal[0],
-                                                          sentences.abnormal[1][:-1]))
+    edited = PromptSentences("base+p", sentences.normal, (sentences.abnormal[0], sentences.abnormal[1][:-1]))
     assert cache.get("vit-b-16@openai", edited) is None
 
 
@@ -336,7 +403,8 @@ def test_the_mode_is_part_of_the_key_even_for_equal_sentences(tmp_path):
     cache = PrototypeCache(tmp_path)
     groups = (("a bolt",),)
     assert cache.path_for("m", PromptSentences("base", groups, groups)) != cache.path_for(
-        "m", PromptSentences("p-prompts", groups, groups))
+        "m", PromptSentences("p-prompts", groups, groups)
+    )
 
 
 def test_an_unreadable_cache_entry_warns_and_is_recomputed(tmp_path):

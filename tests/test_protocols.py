@@ -24,8 +24,11 @@ def read(path):
 
 def test_paper_protocol_selects_on_the_test_set_and_says_so(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    run = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, protocol="paper",
-                                               train={"epochs": 3}), tmp_path / "paper", progress=False)
+    run = experiment.train_run(
+        tiny_run_config(s.dataset, s.root, s.category, protocol="paper", train={"epochs": 3}),
+        tmp_path / "paper",
+        progress=False,
+    )
     assert read(run / "train.json")["best_epoch"] in (0, 1, 2)
     record = experiment.test_run(run, progress=False, report=False)
     assert record["protocol"] == "paper" and record["test_selected"] is True
@@ -36,8 +39,11 @@ def test_paper_protocol_selects_on_the_test_set_and_says_so(synthetic_benchmark,
 
 def test_normal_only_trains_on_synthesised_anomalies(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    run = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, protocol="normal-only",
-                                               train={"epochs": 3}), tmp_path / "normal-only", progress=False)
+    run = experiment.train_run(
+        tiny_run_config(s.dataset, s.root, s.category, protocol="normal-only", train={"epochs": 3}),
+        tmp_path / "normal-only",
+        progress=False,
+    )
     shots = read(run / "shots.json")
     assert shots["abnormal"] == [] and len(shots["normal"]) == 2
     assert read(run / "train.json")["support_views"] == 2 * 2 * 11  # normals and their synthetic twins
@@ -60,8 +66,9 @@ def test_synthesised_anomalies_change_only_their_mask() -> None:
 
 def test_training_free_zero_shot(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    run = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, protocol="zero-shot"),
-                               tmp_path / "zs", progress=False)
+    run = experiment.train_run(
+        tiny_run_config(s.dataset, s.root, s.category, protocol="zero-shot"), tmp_path / "zs", progress=False
+    )
     assert not (run / "bank.pt").exists()
     state = torch.load(run / "model.pt", weights_only=True)
     assert not any(k.startswith(("seg_adapters", "det_adapters")) for k in state["state"])
@@ -81,28 +88,48 @@ def test_zero_shot_trained_on_other_categories(synthetic_benchmark, tmp_path) ->
     with pytest.raises(ClipMPCADError, match="test category itself"):
         experiment.train_run(cfg, tmp_path / "leak", progress=False, train_on=["SynthBrain"])
     with pytest.raises(ClipMPCADError, match="--protocol zero-shot"):
-        experiment.train_run(tiny_run_config(s.dataset, s.root, s.category), tmp_path / "x", progress=False,
-                             train_on=["SynthChest"])
+        experiment.train_run(
+            tiny_run_config(s.dataset, s.root, s.category), tmp_path / "x", progress=False, train_on=["SynthChest"]
+        )
     assert not (tmp_path / "leak").exists() and not (tmp_path / "x").exists()
 
 
 def test_several_seeds_report_mean_and_std(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    cfg = tiny_run_config(s.dataset, s.root, s.category, data={"shot": 1}, train={"epochs": 1})
+    cfg = tiny_run_config(s.dataset, s.root, s.category, data={"shot": 1, "shot_source": "sample"}, train={"epochs": 1})
     text = experiment.train_seeds(cfg, [1, 2], tmp_path / "seeds", progress=False)
     assert "±" in text and "RANDOM" in text
     shots = [read(tmp_path / "seeds" / f"seed-{n}" / "shots.json") for n in (1, 2)]
     assert shots[0]["seed"] == 1 and shots[1]["seed"] == 2 and shots[0]["normal"] != shots[1]["normal"]
-    rows = read(tmp_path / "seeds" / "seeds.json")
-    assert rows  # the table as JSON
+    assert read(tmp_path / "seeds" / "seeds.json")  # the table as JSON
+
+
+def test_list_files_fix_the_shots_and_seeds_the_training(synthetic_benchmark, tmp_path) -> None:
+    s = brain(synthetic_benchmark)
+    runs = [
+        experiment.train_run(
+            tiny_run_config(s.dataset, s.root, s.category, seed=n, train={"epochs": 1}),
+            tmp_path / f"seed-{n}",
+            progress=False,
+        )
+        for n in (1, 2)
+    ]
+    shots = [read(run / "shots.json") for run in runs]
+    assert shots[0]["source"].startswith("list:") and shots[0]["normal"] == shots[1]["normal"]
+    assert read(runs[0] / "train.json")["losses"] != read(runs[1] / "train.json")["losses"]
 
 
 def test_repeat_a_run_from_its_shot_file(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    first = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, seed=3, train={"epochs": 0}),
-                                 tmp_path / "a", progress=False)
-    again = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, seed=9, train={"epochs": 0},
-                                                 data={"shot_file": str(first / "shots.json")}),
-                                 tmp_path / "b", progress=False)
+    first = experiment.train_run(
+        tiny_run_config(s.dataset, s.root, s.category, seed=3, train={"epochs": 0}), tmp_path / "a", progress=False
+    )
+    again = experiment.train_run(
+        tiny_run_config(
+            s.dataset, s.root, s.category, seed=9, train={"epochs": 0}, data={"shot_file": str(first / "shots.json")}
+        ),
+        tmp_path / "b",
+        progress=False,
+    )
     a, b = read(first / "shots.json"), read(again / "shots.json")
     assert (a["normal"], a["abnormal"]) == (b["normal"], b["abnormal"])

@@ -7,8 +7,8 @@ import json
 
 import torch
 
-from clipmpcad.checkpoint import load_run
 from clipmpcad import experiment
+from clipmpcad.checkpoint import load_run
 from clipmpcad.experiment import train_run
 from tinyrun import tiny_run_config
 
@@ -26,7 +26,10 @@ def test_loss_falls_and_pixel_auroc_beats_the_untrained_model(synthetic_benchmar
         records[epochs] = experiment.test_run(run, progress=False, report=False)
     losses = json.loads((tmp_path / "e12" / "train.json").read_text())["losses"]
     assert losses[-1] < 0.8 * losses[0], losses
-    assert records[12]["pixel_auroc"] > records[0]["pixel_auroc"] + 0.01, (records[0]["pixel_auroc"], records[12]["pixel_auroc"])
+    assert records[12]["pixel_auroc"] > records[0]["pixel_auroc"] + 0.01, (
+        records[0]["pixel_auroc"],
+        records[12]["pixel_auroc"],
+    )
     assert records[12]["pixel_aupro"] > records[0]["pixel_aupro"]
 
 
@@ -34,7 +37,9 @@ def test_micro_batches_give_the_same_training(synthetic_benchmark, tmp_path) -> 
     s = brain(synthetic_benchmark)
     states = []
     for micro in (8, 3):
-        cfg = tiny_run_config(s.dataset, s.root, s.category, data={"shot": 1}, train={"epochs": 1, "micro_batch": micro})
+        cfg = tiny_run_config(
+            s.dataset, s.root, s.category, data={"shot": 1}, train={"epochs": 1, "micro_batch": micro}
+        )
         run = train_run(cfg, tmp_path / f"m{micro}", progress=False)
         states.append(torch.load(run / "model.pt", weights_only=True)["state"])
     for key, value in states[0].items():
@@ -51,3 +56,21 @@ def test_detector_scores_do_not_depend_on_the_batch(synthetic_benchmark, tmp_pat
         one = run.detector.score(images[i : i + 1])
         torch.testing.assert_close(one.anomaly_map[0], whole.anomaly_map[i], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(one.image_score[0], whole.image_score[i], rtol=1e-4, atol=1e-5)
+
+
+def test_scored_maps_are_smoothed_only_on_request(synthetic_benchmark, tmp_path) -> None:
+    s = brain(synthetic_benchmark)
+    cfg = tiny_run_config(s.dataset, s.root, s.category, eval={"sigma": 2.0})
+    run = load_run(train_run(cfg, tmp_path / "run", progress=False))
+    assert run.detector.score_sigma == 0.0  # eval.sigma alone smooths the display, not the scores
+    images = torch.rand(2, 3, 64, 64)
+    plain = run.detector.score(images).anomaly_map
+    run.detector.score_sigma = 2.0
+    smoothed = run.detector.score(images).anomaly_map
+
+    def roughness(maps: torch.Tensor) -> float:
+        return float((maps[:, 1:] - maps[:, :-1]).abs().mean())
+
+    assert roughness(smoothed) < 0.8 * roughness(plain)
+    on = tiny_run_config(s.dataset, s.root, s.category, eval={"sigma": 2.0, "smooth_scores": True})
+    assert load_run(train_run(on, tmp_path / "on", progress=False)).detector.score_sigma == 2.0

@@ -20,17 +20,14 @@ from .errors import ConfigError
 from .towers import build_towers, model_config
 from .weights import WeightsSource, resolve_weights
 
-_registered = False
-
 
 def register_model_configs() -> list[str]:
     """Add the package's tiny random-init architectures to OpenCLIP's registry (idempotent)."""
-    global _registered
     folder = resources.files("clipmpcad") / "model_configs"
-    if not _registered:
+    names = sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    if any(open_clip.get_model_config(name) is None for name in names):
         open_clip.add_model_config(str(folder))
-        _registered = True
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return names
 
 
 @dataclass(frozen=True)

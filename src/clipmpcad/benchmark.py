@@ -34,11 +34,20 @@ from .runs import read_json, write_json, write_text
 SUITE_FORMAT = 1
 CELL_KEYS = ("data.dataset", "data.root", "data.category", "data.shot", "seed")
 # Keys that change speed, memory or where files live, not results: a resumed suite may change them.
-RUNTIME_KEYS = ("device", "eval.workers", "eval.batch_size", "train.micro_batch", "bank.block_size",
-                "backbone.cache_dir", "backbone.download")
+RUNTIME_KEYS = (
+    "device",
+    "eval.workers",
+    "eval.batch_size",
+    "train.micro_batch",
+    "bank.block_size",
+    "backbone.cache_dir",
+    "backbone.download",
+)
 RANDOM_NOTE = "**RANDOM backbone — numbers say nothing about the method.**"
-TEST_SELECTED_NOTE = ("**TEST-SELECTED: protocol `paper` picks the epoch and the min-max calibration on the "
-                      "test set; these numbers are not a deployable result.**")
+TEST_SELECTED_NOTE = (
+    "**TEST-SELECTED: protocol `paper` picks the epoch and the min-max calibration on the "
+    "test set; these numbers are not a deployable result.**"
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class BenchmarkResult:
 
 
 def parse_dataset(text: str) -> tuple[str, str]:
-    """"bmad=/data/BMAD" → ("bmad", "/data/BMAD"), for the CLI's repeated --dataset."""
+    """ "bmad=/data/BMAD" → ("bmad", "/data/BMAD"), for the CLI's repeated --dataset."""
     name, sep, root = text.partition("=")
     if not sep or not name or not root:
         raise ConfigError(f"--dataset {text!r}: write NAME=ROOT, e.g. bmad=/data/BMAD")
@@ -112,22 +121,32 @@ def plan(spec: SuiteSpec) -> list[Cell]:
         missing = [c for c in spec.categories if not any(c in names for names in found.values())]
         if missing:
             have = "; ".join(f"{name}: {', '.join(names)}" for name, names in found.items())
-            raise DataError(f"no dataset has the categor{'ies' if len(missing) > 1 else 'y'} "
-                            f"{', '.join(missing)}; found {have}")
+            raise DataError(
+                f"no dataset has the categor{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}; found {have}"
+            )
     cells = []
     for name, root in spec.datasets:
         chosen = found[name] if spec.categories is None else [c for c in spec.categories if c in found[name]]
         if not chosen:
-            raise DataError(f"dataset {name} at {root} has none of the categories {', '.join(spec.categories or ())}; "
-                            f"it has {', '.join(found[name])}; drop it or name some of its categories")
+            raise DataError(
+                f"dataset {name} at {root} has none of the categories {', '.join(spec.categories or ())}; "
+                f"it has {', '.join(found[name])}; drop it or name some of its categories"
+            )
         root_path = str(Path(root).resolve())
         cells += [Cell(name, root_path, c, k, s) for c in chosen for k in spec.shots for s in spec.seeds]
     return cells
 
 
-def run_benchmark(base: RunConfig, spec: SuiteSpec, out: str | Path, *, overwrite: bool = False,
-                  progress: bool = True, report: bool = False,
-                  on_cell: Callable[[CellResult], None] | None = None) -> BenchmarkResult:
+def run_benchmark(
+    base: RunConfig,
+    spec: SuiteSpec,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: bool = False,
+    on_cell: Callable[[CellResult], None] | None = None,
+) -> BenchmarkResult:
     """Run (or resume) every cell of `spec` with `base`'s settings; write suite.json and the tables.
 
     Args:
@@ -145,8 +164,9 @@ def run_benchmark(base: RunConfig, spec: SuiteSpec, out: str | Path, *, overwrit
     _check_data(configs, actions)
     write_json(out / "suite.json", _suite_record(base, spec, cells, out))
     results = []
-    for cell, cfg, action in tqdm(list(zip(cells, configs, actions, strict=True)), desc="benchmark",
-                                  unit="cell", disable=not progress):
+    for cell, cfg, action in tqdm(
+        list(zip(cells, configs, actions, strict=True)), desc="benchmark", unit="cell", disable=not progress
+    ):
         result = _run_cell(cell, cfg, action, out, report)
         results.append(result)
         if progress:
@@ -158,11 +178,14 @@ def run_benchmark(base: RunConfig, spec: SuiteSpec, out: str | Path, *, overwrit
     return BenchmarkResult(out, tuple(results), table, notes)
 
 
-def summarize_records(records: Sequence[Mapping[str, Any]],
-                      configs: Sequence[RunConfig]) -> tuple[BenchmarkTable, tuple[str, ...]]:
+def summarize_records(
+    records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfig]
+) -> tuple[BenchmarkTable, tuple[str, ...]]:
     """The table of the cells' metrics records, and the notes that must stand above it."""
-    results = [RunResult(r["dataset"], r["category"], r["shot"], r["seed"], {m: r.get(m) for m in RATIO_METRICS})
-               for r in records]
+    results = [
+        RunResult(r["dataset"], r["category"], r["shot"], r["seed"], {m: r.get(m) for m in RATIO_METRICS})
+        for r in records
+    ]
     return benchmark_table(results), suite_notes(records, configs)
 
 
@@ -173,38 +196,50 @@ def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfi
     backbone = first["backbone"]
     seeds = sorted({r["seed"] for r in records})
     shots = sorted({r["shot"] for r in records})
-    notes = [f"{len(records)} cells: datasets {', '.join(dict.fromkeys(r['dataset'] for r in records))}; "
-             f"shots {', '.join(map(str, shots))}; seeds {', '.join(map(str, seeds))}",
-             f"protocol: {protocol.name} — {protocol.description}"]
+    notes = [
+        f"{len(records)} cells: datasets {', '.join(dict.fromkeys(r['dataset'] for r in records))}; "
+        f"shots {', '.join(map(str, shots))}; seeds {', '.join(map(str, seeds))}",
+        f"protocol: {protocol.name} — {protocol.description}",
+    ]
     if any(r.get("test_selected") for r in records):
         notes.append(TEST_SELECTED_NOTE)
     notes.append(f"backbone: {backbone['model']}, weights {backbone['weights']}, image size {backbone['image_size']}")
     if any(r["backbone"].get("random") for r in records):
         notes.append(RANDOM_NOTE)
     coreset = cfg.bank.coreset
-    notes.append("memory bank: exact (bank.coreset = 1.0)" if coreset == 1.0 else
-                 f"**memory bank: APPROXIMATE — greedy coreset keeps {coreset:.0%} of the bank tokens "
-                 f"(bank.coreset = {coreset}); the exact bank may give other numbers**")
+    notes.append(
+        "memory bank: exact (bank.coreset = 1.0)"
+        if coreset == 1.0
+        else f"**memory bank: APPROXIMATE — greedy coreset keeps {coreset:.0%} of the bank tokens "
+        f"(bank.coreset = {coreset}); the exact bank may give other numbers**"
+    )
     no_masks = sorted({f"{r['dataset']}/{r['category']}" for r in records if r.get("pixel_resolution") is None})
     sizes = sorted({r["pixel_resolution"] for r in records if r.get("pixel_resolution") is not None})  # "HxW"
-    notes.append("averages: over a dataset's categories, then over datasets; mean ± sample std (ddof=1) over "
-                 "seeds, in %")
+    notes.append(
+        "averages: over a dataset's categories, then over datasets; mean ± sample std (ddof=1) over seeds, in %"
+    )
     if sizes:
         without = f" (no masks: {', '.join(no_masks)})" if no_masks else ""
-        notes.append(f"pixel metrics at the {cfg.eval.pixel_resolution} resolution ({', '.join(sizes)}); pixel "
-                     f"averages cover only the categories with masks{without}")
+        notes.append(
+            f"pixel metrics at the {cfg.eval.pixel_resolution} resolution ({', '.join(sizes)}); pixel "
+            f"averages cover only the categories with masks{without}"
+        )
     return tuple(notes)
 
 
-def write_tables(out: str | Path, table: BenchmarkTable, notes: Sequence[str],
-                 run_dirs: Sequence[Path]) -> tuple[Path, ...]:
+def write_tables(
+    out: str | Path, table: BenchmarkTable, notes: Sequence[str], run_dirs: Sequence[Path]
+) -> tuple[Path, ...]:
     """benchmark.md (notes, then the table), benchmark.csv and benchmark.json, each atomically."""
     out = Path(out)
     markdown = "# ClipMPCAD benchmark\n\n" + "".join(f"- {n}\n" for n in notes) + "\n" + table.to_markdown()
     cells = [str(Path(d).relative_to(out)) for d in run_dirs]
     document = {"notes": list(notes), "cells": cells, "rows": json.loads(table.to_json())}
-    return (write_text(out / "benchmark.md", markdown), write_text(out / "benchmark.csv", table.to_csv()),
-            write_json(out / "benchmark.json", document))
+    return (
+        write_text(out / "benchmark.md", markdown),
+        write_text(out / "benchmark.csv", table.to_csv()),
+        write_json(out / "benchmark.json", document),
+    )
 
 
 def summarize_folder(out: str | Path) -> BenchmarkTable:
@@ -219,8 +254,9 @@ def rebuild_tables(out: str | Path) -> BenchmarkTable:
     return table
 
 
-def config_differences(saved: RunConfig, requested: RunConfig,
-                       ignore: Sequence[str] = RUNTIME_KEYS) -> dict[str, tuple[Any, Any]]:
+def config_differences(
+    saved: RunConfig, requested: RunConfig, ignore: Sequence[str] = RUNTIME_KEYS
+) -> dict[str, tuple[Any, Any]]:
     """Dotted key → (saved, requested) for every setting that differs, `ignore` aside."""
     a, b = _comparable(saved, ignore), _comparable(requested, ignore)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
@@ -262,8 +298,10 @@ def _check_suite_folder(out: Path, base: RunConfig, overwrite: bool) -> None:
         raise ConfigError(f"{suite} cannot be read ({error}); choose another --out") from None
     differences = config_differences(saved, base, (*RUNTIME_KEYS, *CELL_KEYS))
     if differences and not overwrite:
-        raise ConfigError(f"{out} holds a suite run with other settings ({_describe(differences)}); "
-                          "pass --overwrite to redo its cells with the new ones, or choose another --out")
+        raise ConfigError(
+            f"{out} holds a suite run with other settings ({_describe(differences)}); "
+            "pass --overwrite to redo its cells with the new ones, or choose another --out"
+        )
 
 
 def _action(run_dir: Path, cfg: RunConfig, overwrite: bool) -> str:
@@ -295,8 +333,13 @@ def _finished(run_dir: Path, cfg: RunConfig) -> bool:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    expected = {"dataset": cfg.data.dataset, "category": cfg.data.category, "shot": cfg.data.shot,
-                "seed": cfg.seed, "protocol": cfg.protocol}
+    expected = {
+        "dataset": cfg.data.dataset,
+        "category": cfg.data.category,
+        "shot": cfg.data.shot,
+        "seed": cfg.seed,
+        "protocol": cfg.protocol,
+    }
     return isinstance(record, dict) and all(record.get(k) == v for k, v in expected.items())
 
 
@@ -314,12 +357,20 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
     return {
         "format": SUITE_FORMAT,
         "base_config": base.to_dict(),
-        "spec": {"datasets": [list(d) for d in spec.datasets], "categories": spec.categories and list(spec.categories),
-                 "shots": list(spec.shots), "seeds": list(spec.seeds)},
+        "spec": {
+            "datasets": [list(d) for d in spec.datasets],
+            "categories": spec.categories and list(spec.categories),
+            "shots": list(spec.shots),
+            "seeds": list(spec.seeds),
+        },
         "protocol": protocol.name,
         "test_selected": protocol.test_selected,
-        "backbone": {"model": base.backbone.model, "weights": base.backbone.weights,
-                     "random": base.backbone.weights == "random", "image_size": base.backbone.image_size},
+        "backbone": {
+            "model": base.backbone.model,
+            "weights": base.backbone.weights,
+            "random": base.backbone.weights == "random",
+            "image_size": base.backbone.image_size,
+        },
         "coreset": base.bank.coreset,
         "cells": [str(cell.run_dir(out).relative_to(out)) for cell in cells],
     }
@@ -350,16 +401,20 @@ def _remove_leftovers(run_dir: Path) -> None:
 
 def _cell_line(result: CellResult) -> str:
     r = result.record
-    return (f"{result.cell}: image AUROC {percent(r.get('image_auroc'))}, "
-            f"pixel AUROC {percent(r.get('pixel_auroc'))} ({result.status})")
+    return (
+        f"{result.cell}: image AUROC {percent(r.get('image_auroc'))}, "
+        f"pixel AUROC {percent(r.get('pixel_auroc'))} ({result.status})"
+    )
 
 
 def _folder_summary(out: Path) -> tuple[BenchmarkTable, tuple[str, ...], list[Path]]:
     """Finished cells under `out`, in the order of suite.json's plan, checked to share one setting."""
     found = sorted(p.parent for p in out.glob("*/*/*-shot/seed-*/metrics.json"))
     if not found:
-        raise DataError(f"{out}: no finished cells (<dataset>/<category>/<k>-shot/seed-<s>/metrics.json); "
-                        "run `clipmpcad benchmark` first")
+        raise DataError(
+            f"{out}: no finished cells (<dataset>/<category>/<k>-shot/seed-<s>/metrics.json); "
+            "run `clipmpcad benchmark` first"
+        )
     suite = out / "suite.json"
     order = {name: i for i, name in enumerate(read_json(suite).get("cells", []))} if suite.is_file() else {}
     found.sort(key=lambda d: (order.get(str(d.relative_to(out)), len(order)), str(d)))
@@ -367,8 +422,10 @@ def _folder_summary(out: Path) -> tuple[BenchmarkTable, tuple[str, ...], list[Pa
     for run_dir, cfg in zip(found[1:], configs[1:], strict=True):
         differences = config_differences(configs[0], cfg, (*RUNTIME_KEYS, *CELL_KEYS))
         if differences:
-            raise ConfigError(f"{found[0]} and {run_dir} were run with different settings ({_describe(differences)}); "
-                              "remove or redo the cells that differ before summarising")
+            raise ConfigError(
+                f"{found[0]} and {run_dir} were run with different settings ({_describe(differences)}); "
+                "remove or redo the cells that differ before summarising"
+            )
     table, notes = summarize_records([read_json(d / "metrics.json") for d in found], configs)
     return table, notes, found
 

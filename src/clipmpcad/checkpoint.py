@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .backbone import Backbone, BackboneInfo, load_backbone
-from .config import RunConfig, load_config
+from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
 from .errors import CheckpointError
 from .evaluation import Preprocess
@@ -72,7 +72,7 @@ def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, 
             "state": state,
             "calibration": None if calibration is None else calibration.to_dict(),
             "meta": asdict(meta),
-            "backbone": _jsonable(asdict(model.backbone.info)),
+            "backbone": to_jsonable(asdict(model.backbone.info)),
             "fingerprint": fingerprint(model.backbone),
         },
     )
@@ -101,7 +101,10 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
-        raise CheckpointError(f"{run_dir / 'model.pt'} does not fit the configured model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise CheckpointError(
+            f"{run_dir / 'model.pt'} does not fit the configured model: "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     if (run_dir / "bank.pt").is_file():
         model.bank = MemoryBank.from_state(load_torch(run_dir / "bank.pt"))
     model.bank_block_size = config.bank.block_size
@@ -109,7 +112,15 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     if model.bank is not None:
         model.bank = model.bank.to(torch_device, bank_dtype(config.bank.precision, torch_device))
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
-    detector = Detector(model, calibration, has_masks=meta.has_masks, image_size=backbone.info.image_size, device=torch_device)
+    sigma = config.eval.sigma if config.eval.smooth_scores else 0.0  # as the calibration was fitted
+    detector = Detector(
+        model,
+        calibration,
+        has_masks=meta.has_masks,
+        image_size=backbone.info.image_size,
+        device=torch_device,
+        score_sigma=sigma,
+    )
     prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)
     return TrainedRun(run_dir, config, meta, detector, prep)
 
@@ -117,11 +128,3 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
 def read_train_record(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "train.json"
     return read_json(path) if path.is_file() else {}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

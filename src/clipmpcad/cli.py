@@ -40,22 +40,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import add_run_options
-
     parser = argparse.ArgumentParser(prog="clipmpcad", description="Few-shot anomaly detection on a frozen CLIP.")
     parser.add_argument("--version", action="version", version=f"clipmpcad {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in (_add_train, _add_test, _add_predict, _add_demo, _add_benchmark, _add_prompts, _add_datasets):
+        add(verbs)
+    return parser
 
+
+def _add_train(verbs: Any) -> None:
+    """train: the run options, seeds, zero-shot sources."""
     train = verbs.add_parser("train", help="train a run: adapters, memory bank, calibration")
+    from .options import add_run_options
+
     add_run_options(train)
     train.add_argument("--seeds", type=int, nargs="+", help="several seeds: OUT/seed-N each, tested, mean ± std")
-    train.add_argument("--train-on", nargs="+", metavar="SOURCE",
-                       help="zero-shot: train the adapters on these categories (CATEGORY or DATASET:ROOT:CATEGORY)")
+    train.add_argument(
+        "--train-on",
+        nargs="+",
+        metavar="SOURCE",
+        help="zero-shot: train the adapters on these categories (CATEGORY or DATASET:ROOT:CATEGORY)",
+    )
     train.add_argument("--test", action="store_true", help="test the run right after training")
     _add_out(train, required=True)
     _add_quiet(train)
     train.set_defaults(handler=cmd_train)
 
+
+def _add_test(verbs: Any) -> None:
+    """test: a run folder into metrics and a report."""
     test = verbs.add_parser("test", help="evaluate a run folder: metrics.json and report.html")
     test.add_argument("run", help="run folder from `clipmpcad train`")
     test.add_argument("--device")
@@ -64,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(test)
     test.set_defaults(handler=cmd_test)
 
+
+def _add_predict(verbs: Any) -> None:
+    """predict: images, folders or globs into a CSV, overlays and masks."""
     predict = verbs.add_parser("predict", help="score images: CSV, overlays, masks, maps")
     predict.add_argument("run", help="run folder from `clipmpcad train`")
     predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
@@ -71,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device")
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
-    predict.add_argument("--save-maps", choices=["npy", "png16"], help="also save anomaly maps (float .npy or 16-bit PNG)")
+    predict.add_argument(
+        "--save-maps", choices=["npy", "png16"], help="also save anomaly maps (float .npy or 16-bit PNG)"
+    )
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
     predict.add_argument("--batch-size", type=int, default=16)
@@ -79,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(predict)
     predict.set_defaults(handler=cmd_predict)
 
+
+def _add_demo(verbs: Any) -> None:
+    """demo: the generated benchmark end to end."""
     demo = verbs.add_parser("demo", help="generate a benchmark, train, test and print a table (tiny model)")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs per dataset")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated benchmark")
@@ -86,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(demo)
     demo.set_defaults(handler=cmd_demo)
 
+
+def _add_benchmark(verbs: Any) -> None:
+    """benchmark: suites of categories × shots × seeds."""
     bench = verbs.add_parser("benchmark", help="run a suite of categories × shots × seeds into tables")
+    from .options import add_run_options
+
     add_run_options(bench)
     bench.add_argument("--suite", nargs="+", metavar="DATASET=ROOT", help="several datasets at once")
     bench.add_argument("--categories", nargs="+", help="only these categories (default: all found)")
@@ -97,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(bench)
     bench.set_defaults(handler=cmd_benchmark)
 
-    _add_prompts(verbs)
 
+def _add_datasets(verbs: Any) -> None:
+    """datasets: layouts, or the categories under a root."""
     datasets = verbs.add_parser("datasets", help="list dataset layouts, or the categories under a root")
     datasets.add_argument("name", nargs="?", help="a dataset layout")
     datasets.add_argument("root", nargs="?", help="its root folder")
     datasets.set_defaults(handler=cmd_datasets)
-    return parser
 
 
 def _add_out(parser: argparse.ArgumentParser, required: bool, default: str | None = None) -> None:
@@ -149,22 +175,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     progress = not args.quiet
     if args.seeds and len(args.seeds) > 1:
-        summary = train_seeds(cfg, args.seeds, Path(args.out), overwrite=args.overwrite, progress=progress,
-                              train_on=args.train_on)
+        summary = train_seeds(
+            cfg, args.seeds, Path(args.out), overwrite=args.overwrite, progress=progress, train_on=args.train_on
+        )
         print(summary)
         return 0
     if args.seeds:
         cfg = cfg.with_overrides({"seed": args.seeds[0]})
     run = train_run(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
-    print(f"trained {run}")
+    print(describe_training(run))
     if args.test:
         _print_record(_test(run, progress=progress))
     return 0
 
 
+def describe_training(run: Path) -> str:
+    record = json.loads((run / "train.json").read_text())
+    params = record["adapter_parameters"]
+    losses = record["losses"]
+    loss = f", loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""
+    return (
+        f"trained {run}: {len(losses)} epochs in {record['train_seconds']:.1f} s{loss}; "
+        f"{params['adapters']} adapters of {params['per_adapter']:,} parameters ({params['trainable']:,} trainable)"
+    )
+
+
 def cmd_test(args: argparse.Namespace) -> int:
-    record = _test(Path(args.run), device=args.device, pixel_resolution=args.pixel_resolution,
-                   progress=not args.quiet, report=not args.no_report)
+    record = _test(
+        Path(args.run),
+        device=args.device,
+        pixel_resolution=args.pixel_resolution,
+        progress=not args.quiet,
+        report=not args.no_report,
+    )
     _print_record(record)
     return 0
 
@@ -194,8 +237,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = list(dict.fromkeys(p.resolve() for p in inputs))  # a file named twice is scored once
     predictor = Predictor.from_run(args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr)
     csv_path = predict_to_folder(
-        predictor, inputs, Path(args.out), save_maps=args.save_maps, save_levels=args.save_levels,
-        sigma=args.sigma, overwrite=args.overwrite, batch_size=args.batch_size, progress=not args.quiet,
+        predictor,
+        inputs,
+        Path(args.out),
+        save_maps=args.save_maps,
+        save_levels=args.save_levels,
+        sigma=args.sigma,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
     )
     print(f"{len(inputs)} images scored; results in {csv_path}")
     return 0
@@ -204,8 +254,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    table = run_demo(Path(args.out), seed=args.seed, epochs=args.epochs, overwrite=args.overwrite,
-                     progress=not args.quiet)
+    table = run_demo(
+        Path(args.out), seed=args.seed, epochs=args.epochs, overwrite=args.overwrite, progress=not args.quiet
+    )
     print(table)
     return 0
 
@@ -215,17 +266,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from .options import config_from_args
 
     cfg = config_from_args(args)
-    if args.suite:
-        pairs = [_dataset_root(item) for item in args.suite]
-    else:
-        pairs = [(cfg.data.dataset, cfg.data.root)]
+    pairs = [_dataset_root(item) for item in args.suite] if args.suite else [(cfg.data.dataset, cfg.data.root)]
     categories = tuple(args.categories) if args.categories else ((cfg.data.category,) if cfg.data.category else None)
     spec = SuiteSpec(
-        datasets=tuple(pairs), categories=categories,
-        shots=tuple(args.shots or [cfg.data.shot]), seeds=tuple(args.seeds or [cfg.seed]),
+        datasets=tuple(pairs),
+        categories=categories,
+        shots=tuple(args.shots or [cfg.data.shot]),
+        seeds=tuple(args.seeds or [cfg.seed]),
     )
-    result = run_benchmark(cfg, spec, Path(args.out), overwrite=args.overwrite, progress=not args.quiet,
-                           report=args.report)
+    result = run_benchmark(
+        cfg, spec, Path(args.out), overwrite=args.overwrite, progress=not args.quiet, report=args.report
+    )
     print("\n".join(result.notes))
     print(result.table.to_markdown())
     return 0
@@ -275,8 +326,15 @@ def cmd_prompts_generate(args: argparse.Namespace) -> int:
     from .prompt_generation import ChatEndpoint, generate_prompt_set
 
     endpoint = ChatEndpoint.resolve(args.base_url, args.model, args.api_key, args.timeout)
-    path = generate_prompt_set(args.domain, Path(args.out), endpoint=endpoint, kind=args.kind,
-                               classname=args.classname, n=args.n, overwrite=args.overwrite)
+    path = generate_prompt_set(
+        args.domain,
+        Path(args.out),
+        endpoint=endpoint,
+        kind=args.kind,
+        classname=args.classname,
+        n=args.n,
+        overwrite=args.overwrite,
+    )
     print(f"wrote {path}")
     return 0
 

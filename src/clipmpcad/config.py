@@ -94,7 +94,7 @@ class TrainConfig:
     lr: float | None = None  # None: 1e-3 medical, 1e-4 industrial (METHOD §8)
     betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 8  # support views per optimiser step
-    micro_batch: int | None = None  # views per forward pass (None: all on GPU, ≤ 4 on CPU); memory, not results
+    micro_batch: int | None = None  # views per forward pass (None: all on GPU, ≤ 2 on CPU); memory, not results
     views: int = 11  # augmented views per support image (METHOD §8)
 
     def __post_init__(self) -> None:
@@ -159,7 +159,7 @@ class RunConfig:
         get_protocol(self.protocol)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -203,11 +203,12 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively: what json.dumps writes and from_dict reads back."""
     if isinstance(value, dict):
-        return {key: _to_jsonable(item) for key, item in value.items()}
+        return {key: to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(item) for item in value]
+        return [to_jsonable(item) for item in value]
     return value
 
 
@@ -245,9 +246,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
         if len(items) != len(value):
             raise ConfigError(f"{where} must have {len(items)} items, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(items, value)))
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(items, value, strict=True)))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint is Any or (
+        isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         return value
     raise ConfigError(f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -21,16 +21,19 @@ DEMO_EPOCHS = 15
 
 def demo_config(dataset: str, root: Path, category: str, epochs: int) -> RunConfig:
     """The full method (MADFF, M-Decoder, base+P-Prompts, clean protocol) at 4 shots on the tiny model."""
-    return RunConfig.from_dict({
-        "data": {"dataset": dataset, "root": str(root), "category": category, "shot": 4},
-        "backbone": DEMO_BACKBONE,
-        "train": {"epochs": epochs, "batch_size": 8},
-        "device": "cpu",
-    })
+    return RunConfig.from_dict(
+        {
+            "data": {"dataset": dataset, "root": str(root), "category": category, "shot": 4},
+            "backbone": DEMO_BACKBONE,
+            "train": {"epochs": epochs, "batch_size": 8},
+            "device": "cpu",
+        }
+    )
 
 
-def run_demo(out: Path, *, seed: int = 0, epochs: int | None = None, overwrite: bool = False,
-             progress: bool = True) -> str:
+def run_demo(
+    out: Path, *, seed: int = 0, epochs: int | None = None, overwrite: bool = False, progress: bool = True
+) -> str:
     """Generate, train and test every generated set; write OUT/demo.md and return the table."""
     check_new_run_dir(out, overwrite)
     bench = generate_benchmark(out / "data", seed=seed, overwrite=overwrite)

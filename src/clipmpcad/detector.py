@@ -43,7 +43,14 @@ class Detector:
     """Scores images with a trained model, its bank and its calibration; pure tensors, no I/O."""
 
     def __init__(
-        self, model: ClipMPCAD, calibration: Calibration | None, *, has_masks: bool, image_size: int, device: torch.device
+        self,
+        model: ClipMPCAD,
+        calibration: Calibration | None,
+        *,
+        has_masks: bool,
+        image_size: int,
+        device: torch.device,
+        score_sigma: float = 0.0,
     ) -> None:
         self.model = model.to(device).eval()
         self.calibration = calibration
@@ -51,7 +58,7 @@ class Detector:
         self.map_branch = "seg" if has_masks else "det"  # classification-only sets map their det branch
         self.image_size = image_size
         self.device = device
-        self.score_sigma = 0.0  # smoothing of the scored maps; display smoothing is separate
+        self.score_sigma = score_sigma  # Gaussian smoothing of the scored maps (eval.smooth_scores); 0: none
 
     @torch.no_grad()
     def branch_maps(self, images: torch.Tensor, exclude: torch.Tensor | None = None) -> BranchMaps:
@@ -60,8 +67,11 @@ class Detector:
 
     def _run(self, images: torch.Tensor, exclude: torch.Tensor | None) -> tuple[ModelOutput, BranchMaps]:
         with autocast(self.device):
-            out = self.model(images.to(self.device), exclude=None if exclude is None else exclude.to(self.device),
-                             branches=(self.map_branch,))
+            out = self.model(
+                images.to(self.device),
+                exclude=None if exclude is None else exclude.to(self.device),
+                branches=(self.map_branch,),
+            )
         maps = branch_maps(out, self.model.decoder, self.map_branch, self.image_size)
         if self.score_sigma > 0:
             maps.zero_map = smooth(maps.zero_map, self.score_sigma)

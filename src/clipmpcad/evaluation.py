@@ -51,7 +51,11 @@ class Evaluation:
 
 
 def batches(
-    samples: Sequence[Sample], prep: Preprocess, batch_size: int, workers: int | None, device: torch.device | None = None
+    samples: Sequence[Sample],
+    prep: Preprocess,
+    batch_size: int,
+    workers: int | None,
+    device: torch.device | None = None,
 ) -> Iterator[Batch]:
     """Batches of a split in order; worker processes decode while the model computes."""
     if workers is None:
@@ -129,7 +133,7 @@ def evaluate(
 def _at_original_size(maps: torch.Tensor, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each map bilinearly resized to its mask's original (H, W), with that mask."""
     out_maps, out_masks = [], []
-    for amap, sample in zip(maps, samples):
+    for amap, sample in zip(maps, samples, strict=True):
         mask = read_original_mask(sample)
         resized = F.interpolate(amap[None, None].float(), size=mask.shape, mode="bilinear", align_corners=False)
         out_maps.append(resized[0, 0].cpu().numpy())

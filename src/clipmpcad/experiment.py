@@ -22,13 +22,14 @@ from .data.dataset import load_batch
 from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
 from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibration
 from .errors import ConfigError
-from .metrics.summary import RunResult
-from .report.tables import benchmark_table
 from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
+from .madff import count_parameters
 from .memory_bank import bank_dtype
+from .metrics.summary import RunResult
 from .model import ClipMPCAD
 from .prompts import PrototypeCache, load_prompt_set, prompt_sentences, text_prototypes
 from .protocols import Protocol, get_protocol
+from .report.tables import benchmark_table
 from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
 from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything
 from .scoring import Calibration
@@ -89,7 +90,10 @@ def load_support(shots: Shots, prep: Preprocess, views: int, seed: int, has_mask
     view_images, view_masks = expand_views(images, masks, views)
     ids = torch.arange(len(labels))
     return SupportSet(
-        view_images, view_masks, torch.tensor(labels).repeat_interleave(views), ids.repeat_interleave(views),
+        view_images,
+        view_masks,
+        torch.tensor(labels).repeat_interleave(views),
+        ids.repeat_interleave(views),
         torch.full((len(labels) * views,), has_masks),
     )
 
@@ -112,8 +116,10 @@ def train_run(
     if train_on and protocol.name != "zero-shot":
         raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")
     if protocol.uses_bank and cfg.data.shot == 1 and cfg.train.views == 1:
-        raise ConfigError("one shot without augmented views leaves no other normal view to calibrate against; "
-                          "keep train.views 11 or use --shot 2 or more")
+        raise ConfigError(
+            "one shot without augmented views leaves no other normal view to calibrate against; "
+            "keep train.views 11 or use --shot 2 or more"
+        )
     check_new_run_dir(out, overwrite)
     data = load_data(cfg)
     shots = NO_SHOTS if protocol.name == "zero-shot" else choose_shots(cfg, data, protocol)
@@ -140,16 +146,23 @@ def train_run(
     selector = _BestEpoch(model, data, shots, prep, cfg, device) if protocol.epoch_rule == "best" else None
     history = TrainHistory()
     if support is not None:
-        history = fit(model, support, cfg.train, lr=lr, device=device, generator=generator, on_epoch=selector,
-                      progress=progress)
+        history = fit(
+            model, support, cfg.train, lr=lr, device=device, generator=generator, on_epoch=selector, progress=progress
+        )
     if selector is not None:
         selector.restore()
     normals = support.select(0) if support is not None and not sources else None
     detector, calibration = finish_model(model, normals, data, cfg, protocol, device)
     meta = RunMeta(data.dataset, data.category, data.domain, classname, prompt_set, data.has_masks, prep.normalize)
     record = {
-        "losses": history.losses, "steps": history.steps, "lr": lr, "support_views": len(support or ()),
-        "train_on": list(train_on or []), "train_seconds": time.perf_counter() - start, "device": str(device),
+        "losses": history.losses,
+        "steps": history.steps,
+        "lr": lr,
+        "support_views": len(support or ()),
+        "train_on": list(train_on or []),
+        "adapter_parameters": adapter_parameters(model),
+        "train_seconds": time.perf_counter() - start,
+        "device": str(device),
         "best_epoch": None if selector is None else selector.best_epoch,
     }
     with staged_run_dir(out, overwrite) as stage:
@@ -188,7 +201,12 @@ def _source_support(cfg: RunConfig, sources: list[CategoryData], backbone: Backb
 
 
 def train_seeds(
-    cfg: RunConfig, seeds: Sequence[int], out: Path, *, overwrite: bool = False, progress: bool = True,
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
     train_on: Sequence[str] | None = None,
 ) -> str:
     """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary."""
@@ -196,8 +214,13 @@ def train_seeds(
         check_new_run_dir(out / f"seed-{seed}", overwrite)
     results = []
     for seed in seeds:
-        run = train_run(cfg.with_overrides({"seed": seed}), out / f"seed-{seed}", overwrite=overwrite,
-                        progress=progress, train_on=train_on)
+        run = train_run(
+            cfg.with_overrides({"seed": seed}),
+            out / f"seed-{seed}",
+            overwrite=overwrite,
+            progress=progress,
+            train_on=train_on,
+        )
         record = test_run(run, progress=progress)
         results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
     table = benchmark_table(results)
@@ -209,8 +232,10 @@ def train_seeds(
 def describe_header(record: dict[str, Any]) -> str:
     """The lines every printed result starts with: what was run, and what its numbers mean."""
     b = record["backbone"]
-    lines = [f"{record['dataset']}/{record['category']}: {record['shot']}-shot, protocol {record['protocol']}, "
-             f"{b['model']} ({b['weights']}), adapter {record['adapter']}, prompts {record['prompts']['mode']}"]
+    lines = [
+        f"{record['dataset']}/{record['category']}: {record['shot']}-shot, protocol {record['protocol']}, "
+        f"{b['model']} ({b['weights']}), adapter {record['adapter']}, prompts {record['prompts']['mode']}"
+    ]
     if b["random"]:
         lines.append("NOTE: RANDOM backbone weights — these numbers say nothing about the method.")
     if record["test_selected"]:
@@ -220,6 +245,7 @@ def describe_header(record: dict[str, Any]) -> str:
 
 def describe_record(record: dict[str, Any]) -> str:
     """A short human summary of one test record."""
+
     def pct(key: str) -> str:
         value = record.get(key)
         return "–" if value is None else f"{100 * value:.2f}"
@@ -234,8 +260,27 @@ def describe_record(record: dict[str, Any]) -> str:
     return describe_header(record) + "\n".join(lines)
 
 
+def adapter_parameters(model: ClipMPCAD) -> dict[str, int]:
+    """Trainable parameters: per adapter (METHOD §3 counts) and in all."""
+    if not model.adapted:
+        return {"per_adapter": 0, "adapters": 0, "trainable": 0}
+    per = count_parameters(model.seg_adapters[0])
+    trainable = sum(p.numel() for b in ("seg", "det") for p in model.branch_parameters(b))
+    return {"per_adapter": per, "adapters": 2 * len(model.levels), "trainable": trainable}
+
+
+def scoring_sigma(cfg: RunConfig) -> float:
+    """Smoothing applied to the scored maps: none unless eval.smooth_scores asks for eval.sigma."""
+    return cfg.eval.sigma if cfg.eval.smooth_scores else 0.0
+
+
 def finish_model(
-    model: ClipMPCAD, normals: SupportSet | None, data: CategoryData, cfg: RunConfig, protocol: Protocol, device: torch.device
+    model: ClipMPCAD,
+    normals: SupportSet | None,
+    data: CategoryData,
+    cfg: RunConfig,
+    protocol: Protocol,
+    device: torch.device,
 ) -> tuple[Detector, Calibration | None]:
     """After training: the bank of the normal support views and the calibration."""
     map_branch = "seg" if data.has_masks else "det"
@@ -245,7 +290,14 @@ def finish_model(
         model.bank = model.bank.coreset(cfg.bank.coreset, seed=cfg.seed)
     if model.bank is not None:
         model.bank = model.bank.to(device, bank_dtype(cfg.bank.precision, device))
-    detector = Detector(model, None, has_masks=data.has_masks, image_size=model.backbone.info.image_size, device=device)
+    detector = Detector(
+        model,
+        None,
+        has_masks=data.has_masks,
+        image_size=model.backbone.info.image_size,
+        device=device,
+        score_sigma=scoring_sigma(cfg),
+    )
     calibration = fixed_calibration(model) if protocol.name == "zero-shot" else None
     if protocol.calibration == "reference" and use_bank:
         calibration = calibrate_on_reference(
@@ -258,7 +310,9 @@ def finish_model(
 class _BestEpoch:
     """The `paper` protocol's epoch rule: evaluate on the test set after every epoch, keep the best."""
 
-    def __init__(self, model: ClipMPCAD, data: CategoryData, shots: Shots, prep: Preprocess, cfg: RunConfig, device) -> None:
+    def __init__(
+        self, model: ClipMPCAD, data: CategoryData, shots: Shots, prep: Preprocess, cfg: RunConfig, device
+    ) -> None:
         self.model, self.data, self.prep, self.cfg, self.device = model, data, prep, cfg, device
         self.samples = evaluation_samples(data, shots)
         self.support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks).select(0)
@@ -271,7 +325,9 @@ class _BestEpoch:
         value = (metrics.image_auroc or 0.0) + (metrics.pixel_auroc or 0.0)  # MVFA's selection score
         if value > self.best:
             self.best, self.best_epoch = value, epoch
-            self.best_state = copy.deepcopy({k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")})
+            self.best_state = copy.deepcopy(
+                {k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
+            )
         self.model.bank = None
 
     def restore(self) -> None:
@@ -316,7 +372,9 @@ def test_run(
     return record
 
 
-def metrics_record(run: TrainedRun, cfg: RunConfig, protocol: Protocol, shots: Shots, result: Evaluation) -> dict[str, Any]:
+def metrics_record(
+    run: TrainedRun, cfg: RunConfig, protocol: Protocol, shots: Shots, result: Evaluation
+) -> dict[str, Any]:
     info = run.info
     return {
         "dataset": run.meta.dataset,
@@ -327,15 +385,23 @@ def metrics_record(run: TrainedRun, cfg: RunConfig, protocol: Protocol, shots: S
         "shot_source": shots.source,
         "protocol": protocol.name,
         "test_selected": protocol.test_selected,
-        "backbone": {"model": info.model, "weights": info.weights, "random": info.random,
-                     "quick_gelu": info.quick_gelu, "image_size": info.image_size},
+        "backbone": {
+            "model": info.model,
+            "weights": info.weights,
+            "random": info.random,
+            "quick_gelu": info.quick_gelu,
+            "image_size": info.image_size,
+        },
         "adapter": cfg.adapter.kind if run.detector.model.adapted else None,
         "prompts": {"mode": cfg.prompts.mode, "set": run.meta.prompt_set, "classname": run.meta.classname},
         "levels": list(info.levels),
         "image_score": "max of the fused map" if run.meta.has_masks else "fused detection score",
         **result.metrics.to_dict(),
-        "pixel_metrics_at": ({"model": "model input size", "original": "each mask's original size"}[
-            cfg.eval.pixel_resolution] if run.meta.has_masks else None),
+        "pixel_metrics_at": (
+            {"model": "model input size", "original": "each mask's original size"}[cfg.eval.pixel_resolution]
+            if run.meta.has_masks
+            else None
+        ),
         "n_test_images": len(result.scores),
         "removed_from_test": shots.removed_from_test,
         "calibration": run.detector.calibration.to_dict(tables=False) if run.detector.calibration else None,

@@ -83,9 +83,7 @@ class MADFF(nn.Module):
         g_f = self.frequency(spectrum.mean(dim=(2, 3)), spectrum.amax(dim=(2, 3)))  # (B, C)
         return g_f.unsqueeze(1).to(t.dtype)
 
-    def gates(
-        self, x: torch.Tensor, grid: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gates(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three gates: g_c (B,1,C), g_s (B,1+N,1) with the CLS gate 1, g_f (B,1,C)."""
         t = x[:, 1:]  # (B, N, C) patch tokens
         g_c = self.channel_gate(t)

@@ -34,17 +34,37 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--weights",), "backbone.weights", {"help": "pretrained tag (openai), checkpoint file, or random"}),
     (("--image-size",), "backbone.image_size", {"type": int, "help": "input side in pixels (default 240)"}),
     (("--levels",), "backbone.levels", {"type": int, "nargs": "+", "help": "1-based blocks the adapters follow"}),
-    (("--quick-gelu",), "backbone.quick_gelu", {"action": argparse.BooleanOptionalAction, "help": "force QuickGELU on/off"}),
-    (("--download",), "backbone.download", {"action": "store_true", "default": None, "help": "allow downloading weights"}),
+    (
+        ("--quick-gelu",),
+        "backbone.quick_gelu",
+        {"action": argparse.BooleanOptionalAction, "help": "force QuickGELU on/off"},
+    ),
+    (
+        ("--download",),
+        "backbone.download",
+        {"action": "store_true", "default": None, "help": "allow downloading weights"},
+    ),
     (("--cache-dir",), "backbone.cache_dir", {"help": "where pretrained weights are cached"}),
     (("--adapter",), "adapter.kind", {"choices": sorted(ADAPTERS), "help": "madff (default) or linear (MVFA)"}),
-    (("--learn-fusion",), "adapter.learn_fusion", {"action": "store_true", "default": None, "help": "learn MADFF fusion weights"}),
+    (
+        ("--learn-fusion",),
+        "adapter.learn_fusion",
+        {"action": "store_true", "default": None, "help": "learn MADFF fusion weights"},
+    ),
     (("--prompts",), "prompts.mode", {"choices": list(PROMPT_MODES), "help": "text prototypes (default base+p)"}),
     (("--prompt-set",), "prompts.prompt_set", {"help": "package prompt set name or JSON file"}),
     (("--prompt-classname",), "prompts.classname", {"help": "object name in the prompts"}),
     (("--level-weights",), "decoder.level_weights", {"choices": ["equal", "learned"]}),
-    (("--coreset",), "bank.coreset", {"type": float, "help": "keep this fraction of the bank (approximate; default 1)"}),
-    (("--bank-precision",), "bank.precision", {"choices": BANK_PRECISIONS, "help": "fp32 (exact), bf16 products, auto (bf16 on GPU)"}),
+    (
+        ("--coreset",),
+        "bank.coreset",
+        {"type": float, "help": "keep this fraction of the bank (approximate; default 1)"},
+    ),
+    (
+        ("--bank-precision",),
+        "bank.precision",
+        {"choices": BANK_PRECISIONS, "help": "fp32 (exact), bf16 products, auto (bf16 on GPU)"},
+    ),
     (("--epochs",), "train.epochs", {"type": int}),
     (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),
@@ -55,6 +75,11 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--pixel-fpr",), "eval.pixel_fpr", {"type": float, "help": "false-positive target of the pixel threshold"}),
     (("--pixel-resolution",), "eval.pixel_resolution", {"choices": PIXEL_RESOLUTIONS}),
     (("--sigma",), "eval.sigma", {"type": float, "help": "Gaussian smoothing of displayed maps (pixels)"}),
+    (
+        ("--smooth-scores",),
+        "eval.smooth_scores",
+        {"action": "store_true", "default": None, "help": "score the smoothed maps too (default: display only)"},
+    ),
 )
 FOLDER_FLAGS = tuple("--" + name.replace("_", "-") for name in LAYOUT_OPTIONS)
 
@@ -64,12 +89,19 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON RunConfig file (e.g. a run's config.json) to start from")
     group = parser.add_argument_group("run configuration")
     for flags, key, kwargs in RUN_OPTIONS:
-        group.add_argument(*flags, dest=key.replace(".", "__"), **{"default": None, **kwargs})
+        takes_value = "action" not in kwargs and "choices" not in kwargs
+        metavar = {"metavar": flags[0].lstrip("-").upper().replace("-", "_")} if takes_value else {}
+        group.add_argument(*flags, dest=key.replace(".", "__"), **{"default": None, **metavar, **kwargs})
     folder = parser.add_argument_group("custom folder layout (--dataset folder)")
     for flag, name in zip(FOLDER_FLAGS, LAYOUT_OPTIONS, strict=True):
         folder.add_argument(flag, dest=f"folder__{name}", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any configuration key, e.g. --set train.betas=[0.9,0.999] (JSON values)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any configuration key, e.g. --set train.betas=[0.9,0.999] (JSON values)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -36,8 +36,21 @@ from .scoring import Calibration
 MAP_FORMATS = ("npy", "png16")  # choices of save_maps (argparse choices of --save-maps)
 CSV_NAME = "predictions.csv"
 CSV_COLUMNS = (
-    "file", "name", "score", "threshold", "anomalous", "image_fpr", "pixel_threshold", "pixel_fpr",
-    "anomalous_area_fraction", "calibration", "test_selected", "overlay", "mask", "map", "levels",
+    "file",
+    "name",
+    "score",
+    "threshold",
+    "anomalous",
+    "image_fpr",
+    "pixel_threshold",
+    "pixel_fpr",
+    "anomalous_area_fraction",
+    "calibration",
+    "test_selected",
+    "overlay",
+    "mask",
+    "map",
+    "levels",
 )
 _FIXED_BY = {"test": "fitted on its test set by `clipmpcad test`", "fixed": "fixed at probability 0.5"}
 
@@ -78,7 +91,10 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, device: str | None = None, image_fpr: float | None = None,
+        cls,
+        run_dir: str | Path,
+        device: str | None = None,
+        image_fpr: float | None = None,
         pixel_fpr: float | None = None,
     ) -> Predictor:
         """Load a run folder (checkpoint.load_run) on `device` (default: the run's).
@@ -155,7 +171,11 @@ class Predictor:
         return results
 
     def score_images(
-        self, images: Sequence[Image.Image], names: Sequence[str], *, with_levels: bool = False,
+        self,
+        images: Sequence[Image.Image],
+        names: Sequence[str],
+        *,
+        with_levels: bool = False,
         paths: Sequence[Path | None] | None = None,
     ) -> list[Prediction]:
         """One forward pass over RGB PIL images of any sizes; maps come back at each image's size."""
@@ -171,10 +191,19 @@ class Predictor:
             amap = _resize(scores.anomaly_map[i][None], (h, w))[0]  # (H, W)
             levels = None if scores.level_maps is None else _resize(scores.level_maps[i], (h, w))  # (L, H, W)
             score = float(scores.image_score[i])
-            results.append(Prediction(
-                names[i], score, cal.image_threshold, score >= cal.image_threshold, amap,
-                cal.pixel_threshold, amap >= cal.pixel_threshold, levels, paths[i],
-            ))
+            results.append(
+                Prediction(
+                    names[i],
+                    score,
+                    cal.image_threshold,
+                    score >= cal.image_threshold,
+                    amap,
+                    cal.pixel_threshold,
+                    amap >= cal.pixel_threshold,
+                    levels,
+                    paths[i],
+                )
+            )
         return results
 
 
@@ -379,11 +408,18 @@ def _save_map(stem: Path, values: np.ndarray, fmt: str) -> str:
 def _csv_row(predictor: Predictor, pred: Prediction, name: str, files: dict[str, str]) -> dict[str, Any]:
     blank = "" if predictor.image_fpr is None else predictor.image_fpr
     return {
-        "file": str(pred.path), "name": name, "score": pred.score, "threshold": pred.threshold,
-        "anomalous": pred.anomalous, "image_fpr": blank, "pixel_threshold": pred.pixel_threshold,
+        "file": str(pred.path),
+        "name": name,
+        "score": pred.score,
+        "threshold": pred.threshold,
+        "anomalous": pred.anomalous,
+        "image_fpr": blank,
+        "pixel_threshold": pred.pixel_threshold,
         "pixel_fpr": "" if predictor.pixel_fpr is None else predictor.pixel_fpr,
-        "anomalous_area_fraction": pred.anomalous_area_fraction, "calibration": predictor.calibration.source,
-        "test_selected": predictor.test_selected, **files,
+        "anomalous_area_fraction": pred.anomalous_area_fraction,
+        "calibration": predictor.calibration.source,
+        "test_selected": predictor.test_selected,
+        **files,
     }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .atomic import write_text
 from .errors import PromptError
 from .prompts import (
     CONTEXT_LENGTH,
@@ -29,14 +30,14 @@ from .prompts import (
     sentence_key,
     token_count,
     validate_prompt_set,
-    write_atomic,
 )
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_API_KEY"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_SENTENCES = 200  # per state, the most one request asks for
-SYSTEM_MESSAGE = ("You write text prompts for CLIP-based visual anomaly detection. "
-                  "Answer with one JSON object and nothing else.")
+SYSTEM_MESSAGE = (
+    "You write text prompts for CLIP-based visual anomaly detection. Answer with one JSON object and nothing else."
+)
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -50,8 +51,9 @@ class ChatEndpoint:
     timeout_s: float = 60.0  # per connection attempt and per read
 
     @classmethod
-    def resolve(cls, base_url: str | None = None, model: str | None = None,
-                api_key: str | None = None, timeout_s: float = 60.0) -> ChatEndpoint:
+    def resolve(
+        cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0
+    ) -> ChatEndpoint:
         """Options first, then $OPENAI_BASE_URL, $OPENAI_MODEL and $OPENAI_API_KEY.
 
         The base URL defaults to OpenAI's; the model has no default; the key may be empty
@@ -62,8 +64,9 @@ class ChatEndpoint:
         if not model:
             raise PromptError(f"no model for prompt generation: pass --model or set {ENV_MODEL}")
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
-            raise PromptError(f"base URL {base_url!r} must be an http:// or https:// URL, "
-                              "e.g. https://api.openai.com/v1")
+            raise PromptError(
+                f"base URL {base_url!r} must be an http:// or https:// URL, e.g. https://api.openai.com/v1"
+            )
         if not timeout_s > 0:
             raise PromptError(f"timeout must be positive seconds, got {timeout_s}")
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
@@ -76,9 +79,16 @@ class ChatEndpoint:
         return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-def generate_prompt_set(domain: str, out: str | Path, *, endpoint: ChatEndpoint | None = None,
-                        kind: str | None = None, classname: str | None = None, n: int = 40,
-                        overwrite: bool = False) -> Path:
+def generate_prompt_set(
+    domain: str,
+    out: str | Path,
+    *,
+    endpoint: ChatEndpoint | None = None,
+    kind: str | None = None,
+    classname: str | None = None,
+    n: int = 40,
+    overwrite: bool = False,
+) -> Path:
     """Asks ``endpoint`` for a prompt set of ``domain`` and writes it to ``out``; returns ``out``.
 
     Args:
@@ -106,15 +116,14 @@ def generate_prompt_set(domain: str, out: str | Path, *, endpoint: ChatEndpoint 
     endpoint = endpoint or ChatEndpoint.resolve()
     instruction = build_instruction(domain, n, kind, classname)
     answer = parse_answer(ask(endpoint, instruction))
-    prompt_set = _prompt_set(answer, domain, out, kind, classname,
-                             provenance=_provenance(endpoint, instruction))
+    prompt_set = _prompt_set(answer, domain, out, kind, classname, provenance=_provenance(endpoint, instruction))
     return write_prompt_set(prompt_set, out, overwrite=overwrite)
 
 
 def build_instruction(domain: str, n: int, kind: str | None, classname: str | None) -> str:
     """The user message: what to write, in which vocabulary, and the JSON to answer with."""
     name = f'"{classname}"' if classname else "a short object name you choose"
-    kind_line = (f'"domain": "{kind}"' if kind else '"domain": "medical" or "industrial"')
+    kind_line = f'"domain": "{kind}"' if kind else '"domain": "medical" or "industrial"'
     return (
         f"Domain: {domain}.\n"
         f"Write {n} sentences that describe NORMAL images of this domain and {n} sentences "
@@ -132,9 +141,12 @@ def build_instruction(domain: str, n: int, kind: str | None, classname: str | No
 
 def ask(endpoint: ChatEndpoint, instruction: str) -> str:
     """POSTs one chat-completions request; returns the reply's text, or raises PromptError."""
-    body = json.dumps({"model": endpoint.model, "messages": [
-        {"role": "system", "content": SYSTEM_MESSAGE},
-        {"role": "user", "content": instruction}]}).encode("utf-8")
+    body = json.dumps(
+        {
+            "model": endpoint.model,
+            "messages": [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": instruction}],
+        }
+    ).encode("utf-8")
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -145,8 +157,7 @@ def ask(endpoint: ChatEndpoint, instruction: str) -> str:
             raw = response.read()
     except urllib.error.HTTPError as error:
         hint = f" (check --api-key or ${ENV_API_KEY})" if error.code in (401, 403) else ""
-        raise PromptError(f"{url} answered HTTP {error.code}{hint}: "
-                          f"{_excerpt(_read_body(error))}") from None
+        raise PromptError(f"{url} answered HTTP {error.code}{hint}: {_excerpt(_read_body(error))}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise PromptError(_connection_problem(url, error, endpoint.timeout_s)) from None
     return _reply_text(raw, url)
@@ -159,15 +170,17 @@ def parse_answer(reply: str) -> dict:
     text = fenced.group(1) if fenced else reply
     start, end = text.find("{"), text.rfind("}")
     try:
-        answer = json.loads(text[start:end + 1]) if 0 <= start < end else None
+        answer = json.loads(text[start : end + 1]) if 0 <= start < end else None
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
         raise PromptError(f"the model's reply is not a JSON object: {_excerpt(reply)}")
     missing = [key for key in ("normal", "abnormal") if key not in answer]
     if missing:
-        raise PromptError(f"the model's JSON lacks {' and '.join(map(repr, missing))}; "
-                          f"it has {', '.join(map(repr, answer)) or 'no keys'}")
+        raise PromptError(
+            f"the model's JSON lacks {' and '.join(map(repr, missing))}; "
+            f"it has {', '.join(map(repr, answer)) or 'no keys'}"
+        )
     for key in ("normal", "abnormal"):
         if not isinstance(answer[key], list) or not all(isinstance(s, str) for s in answer[key]):
             raise PromptError(f"the model's {key!r} is not a list of strings")
@@ -185,16 +198,19 @@ def write_prompt_set(prompt_set: PromptSet, path: str | Path, *, overwrite: bool
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise PromptError(f"{path} not written: the set fails the schema: {problems[0]}{more}")
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    write_text(path, text)
     return path
 
 
-def _prompt_set(answer: dict, domain: str, out: Path, kind: str | None, classname: str | None,
-                provenance: dict) -> PromptSet:
+def _prompt_set(
+    answer: dict, domain: str, out: Path, kind: str | None, classname: str | None, provenance: dict
+) -> PromptSet:
     kind = kind or answer.get("domain")
     if kind not in DOMAINS:
-        raise PromptError(f"the model's 'domain' is {kind!r}, not one of {', '.join(DOMAINS)}; "
-                          "pass --kind medical or --kind industrial")
+        raise PromptError(
+            f"the model's 'domain' is {kind!r}, not one of {', '.join(DOMAINS)}; "
+            "pass --kind medical or --kind industrial"
+        )
     suggested = answer.get("classname")
     name = classname or (suggested.strip() if isinstance(suggested, str) else "") or domain
     normal, abnormal = _distinct(answer["normal"]), _distinct(answer["abnormal"])
@@ -204,12 +220,22 @@ def _prompt_set(answer: dict, domain: str, out: Path, kind: str | None, classnam
     _require_fit(normal + abnormal, name)
     for state, sentences in (("normal", normal), ("abnormal", abnormal)):
         if len(sentences) < MIN_SENTENCES:
-            raise PromptError(f"the model gave {len(sentences)} distinct {state} sentences "
-                              f"(repeats dropped); at least {MIN_SENTENCES} are needed")
+            raise PromptError(
+                f"the model gave {len(sentences)} distinct {state} sentences "
+                f"(repeats dropped); at least {MIN_SENTENCES} are needed"
+            )
     slug = re.sub(r"[^a-z0-9]+", "_", out.stem.lower()).strip("_") or "custom"
-    return PromptSet(name=slug, domain=kind, dataset="custom", category=domain.strip(),
-                     classname=name, normal=tuple(normal), abnormal=tuple(abnormal),
-                     provenance=provenance, description=f"Generated for: {domain.strip()}")
+    return PromptSet(
+        name=slug,
+        domain=kind,
+        dataset="custom",
+        category=domain.strip(),
+        classname=name,
+        normal=tuple(normal),
+        abnormal=tuple(abnormal),
+        provenance=provenance,
+        description=f"Generated for: {domain.strip()}",
+    )
 
 
 def _distinct(sentences: list[str]) -> list[str]:
@@ -227,16 +253,24 @@ def _require_fit(sentences: list[str], classname: str) -> None:
     if too_long:
         listed = "; ".join(f"{_excerpt(s, 60)} ({k} tokens)" for s, k in too_long[:5])
         more = f"; and {len(too_long) - 5} more" if len(too_long) > 5 else ""
-        raise PromptError(f"{len(too_long)} sentences exceed CLIP's {CONTEXT_LENGTH}-token "
-                          f"context with classname {classname!r}: {listed}{more}; nothing was "
-                          "written: ask again, or a shorter classname")
+        raise PromptError(
+            f"{len(too_long)} sentences exceed CLIP's {CONTEXT_LENGTH}-token "
+            f"context with classname {classname!r}: {listed}{more}; nothing was "
+            "written: ask again, or a shorter classname"
+        )
 
 
 def _provenance(endpoint: ChatEndpoint, instruction: str) -> dict:
-    return {"generator": f"{endpoint.model} via an OpenAI-compatible chat-completions API",
-            "model": endpoint.model, "base_url_host": endpoint.host, "system": SYSTEM_MESSAGE,
-            "instruction": instruction, "date": datetime.date.today().isoformat(),
-            "reviewed": False, "tool": "clipmpcad prompts generate"}
+    return {
+        "generator": f"{endpoint.model} via an OpenAI-compatible chat-completions API",
+        "model": endpoint.model,
+        "base_url_host": endpoint.host,
+        "system": SYSTEM_MESSAGE,
+        "instruction": instruction,
+        "date": datetime.date.today().isoformat(),
+        "reviewed": False,
+        "tool": "clipmpcad prompts generate",
+    }
 
 
 def _reply_text(raw: bytes, url: str) -> str:
@@ -246,8 +280,7 @@ def _reply_text(raw: bytes, url: str) -> str:
     except (ValueError, UnicodeDecodeError):
         raise PromptError(f"{url} did not answer with JSON: {_excerpt(raw)}") from None
     except (KeyError, IndexError, TypeError):
-        raise PromptError(f"{url} answered without choices[0].message.content: "
-                          f"{_excerpt(raw)}") from None
+        raise PromptError(f"{url} answered without choices[0].message.content: {_excerpt(raw)}") from None
     if not isinstance(content, str) or not content.strip():
         raise PromptError(f"{url} answered with an empty message")
     return content
@@ -274,4 +307,4 @@ def _excerpt(text: str | bytes, limit: int = 200) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[:limit - 1] + "…")
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")

@@ -6,48 +6,80 @@ is the one schema function that loading, ``prompts lint`` and ``prompts generate
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
+from .atomic import save_torch
 from .errors import PromptError
 
-PROMPT_MODES = {"base": "the base ensemble only", "p-prompts": "the prompt set's sentences only",
-                "base+p": "both sources, each source's prototype weighted equally"}
+PROMPT_MODES = {
+    "base": "the base ensemble only",
+    "p-prompts": "the prompt set's sentences only",
+    "base+p": "both sources, each source's prototype weighted equally",
+}
 DEFAULT_PROMPT_MODE = "base+p"
 
 # METHOD §4 base ensemble: states, then the 35 CLIP photo templates, in the published order.
-NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",
-                 "{} without defect", "{} without damage")
+NORMAL_STATES = (
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+)
 ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
 TEMPLATES = (
-    "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
-    "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of the {}.",
-    "a photo of my {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
-    "a black and white photo of the {}.", "a bright photo of the {}.",
-    "a cropped photo of a {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.",
-    "a photo of the {}.", "a good photo of the {}.", "a photo of one {}.",
-    "a close-up photo of the {}.", "a photo of a {}.", "a low resolution photo of a {}.",
-    "a photo of a large {}.", "a blurry photo of a {}.", "a jpeg corrupted photo of the {}.",
-    "a good photo of a {}.", "a photo of the small {}.", "a photo of the large {}.",
-    "a black and white photo of a {}.", "a dark photo of a {}.", "a photo of a cool {}.",
-    "a photo of a small {}.", "there is a {} in the scene.", "there is the {} in the scene.",
-    "this is a {} in the scene.", "this is the {} in the scene.", "this is one {} in the scene.",
+    "a bad photo of a {}.",
+    "a low resolution photo of the {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a bright photo of a {}.",
+    "a dark photo of the {}.",
+    "a photo of my {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of one {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a photo of a large {}.",
+    "a blurry photo of a {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a photo of the small {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "a dark photo of a {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
 )
 
 SCHEMA_VERSION = 1
@@ -55,12 +87,19 @@ MIN_SENTENCES = 30  # per state, unique ignoring case and spaces
 CONTEXT_LENGTH = 77  # CLIP's text context in tokens, start- and end-of-text included
 PLACEHOLDER = "{classname}"
 DOMAINS = ("medical", "industrial")
-_FIELDS: dict[str, type] = {"schema_version": int, "name": str, "domain": str, "dataset": str,
-                            "category": str, "classname": str, "provenance": dict,
-                            "normal": list, "abnormal": list}
+_FIELDS: dict[str, type] = {
+    "schema_version": int,
+    "name": str,
+    "domain": str,
+    "dataset": str,
+    "category": str,
+    "classname": str,
+    "provenance": dict,
+    "normal": list,
+    "abnormal": list,
+}
 _OPTIONAL_FIELDS: dict[str, type] = {"description": str}
-_PROVENANCE_FIELDS: dict[str, type] = {"generator": str, "instruction": str, "date": str,
-                                       "reviewed": bool}
+_PROVENANCE_FIELDS: dict[str, type] = {"generator": str, "instruction": str, "date": str, "reviewed": bool}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 _BRACED = re.compile(r"\{[^{}]*\}")
 _DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
@@ -83,11 +122,19 @@ class PromptSet:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the file format (schema_version 1)."""
-        head = {"schema_version": SCHEMA_VERSION, "name": self.name, "domain": self.domain,
-                "dataset": self.dataset, "category": self.category, "classname": self.classname}
-        return head | ({"description": self.description} if self.description else {}) | {
-            "provenance": dict(self.provenance), "normal": list(self.normal),
-            "abnormal": list(self.abnormal)}
+        head = {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "domain": self.domain,
+            "dataset": self.dataset,
+            "category": self.category,
+            "classname": self.classname,
+        }
+        return (
+            head
+            | ({"description": self.description} if self.description else {})
+            | {"provenance": dict(self.provenance), "normal": list(self.normal), "abnormal": list(self.abnormal)}
+        )
 
     @classmethod
     def from_dict(cls, obj: object, source: str) -> PromptSet:
@@ -95,14 +142,22 @@ class PromptSet:
         problems = validate_prompt_set(obj)
         if problems or not isinstance(obj, dict):  # not a dict: already among the problems
             raise PromptError(_one_line(source, problems))
-        return cls(name=obj["name"], domain=obj["domain"], dataset=obj["dataset"],
-                   category=obj["category"], classname=obj["classname"],
-                   normal=tuple(obj["normal"]), abnormal=tuple(obj["abnormal"]),
-                   provenance=dict(obj["provenance"]), description=obj.get("description", ""),
-                   source=source)
+        return cls(
+            name=obj["name"],
+            domain=obj["domain"],
+            dataset=obj["dataset"],
+            category=obj["category"],
+            classname=obj["classname"],
+            normal=tuple(obj["normal"]),
+            abnormal=tuple(obj["abnormal"]),
+            provenance=dict(obj["provenance"]),
+            description=obj.get("description", ""),
+            source=source,
+        )
 
 
 # ---------------------------------------------------------------- schema (used by lint too)
+
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> SimpleTokenizer:
@@ -144,8 +199,7 @@ def validate_prompt_set(obj: object) -> list[str]:
     return problems
 
 
-def _check_fields(obj: dict, required: dict[str, type], optional: dict[str, type],
-                  where: str) -> list[str]:
+def _check_fields(obj: dict, required: dict[str, type], optional: dict[str, type], where: str) -> list[str]:
     problems = [f"missing key {where + key!r}" for key in required if key not in obj]
     allowed = required | optional
     for key, value in obj.items():
@@ -156,8 +210,7 @@ def _check_fields(obj: dict, required: dict[str, type], optional: dict[str, type
         elif kind is None:
             problems.append(f"unknown key {key!r}; the keys are {', '.join(allowed)}")
         elif not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            problems.append(f"{where + key!r} must be {_JSON_NAMES[kind]}, "
-                            f"not {_json_type(value)}")
+            problems.append(f"{where + key!r} must be {_JSON_NAMES[kind]}, not {_json_type(value)}")
     return problems
 
 
@@ -184,8 +237,7 @@ def _check_values(obj: dict) -> list[str]:
     return problems
 
 
-def _check_sentences(state: str, sentences: list, classname: str | None
-                     ) -> tuple[list[str], dict[str, int]]:
+def _check_sentences(state: str, sentences: list, classname: str | None) -> tuple[list[str], dict[str, int]]:
     problems: list[str] = []
     seen: dict[str, int] = {}  # duplicate key -> first index
     for i, sentence in enumerate(sentences):
@@ -196,26 +248,25 @@ def _check_sentences(state: str, sentences: list, classname: str | None
         problems += _placeholder_problems(where, sentence)
         key = sentence_key(sentence)
         if key in seen:
-            problems.append(f"{where} repeats {state}[{seen[key]}] (case and spaces ignored): "
-                            f"{sentence!r}")
+            problems.append(f"{where} repeats {state}[{seen[key]}] (case and spaces ignored): {sentence!r}")
             continue
         seen[key] = i
         if classname is not None:
             tokens = token_count(fill_classname(sentence, classname))
             if tokens > CONTEXT_LENGTH:
-                problems.append(f"{where} is {tokens} tokens with classname {classname!r}; "
-                                f"CLIP's context holds {CONTEXT_LENGTH}: {sentence!r}")
+                problems.append(
+                    f"{where} is {tokens} tokens with classname {classname!r}; "
+                    f"CLIP's context holds {CONTEXT_LENGTH}: {sentence!r}"
+                )
     if len(seen) < MIN_SENTENCES:
-        problems.append(f"{state!r} has {len(seen)} unique sentences; at least {MIN_SENTENCES} "
-                        "are required")
+        problems.append(f"{state!r} has {len(seen)} unique sentences; at least {MIN_SENTENCES} are required")
     return problems, seen
 
 
 def _placeholder_problems(where: str, sentence: str) -> list[str]:
     others = [m for m in _BRACED.findall(sentence) if m != PLACEHOLDER]
     if others:
-        return [f"{where} uses the placeholder {others[0]}; the only one is {PLACEHOLDER}: "
-                f"{sentence!r}"]
+        return [f"{where} uses the placeholder {others[0]}; the only one is {PLACEHOLDER}: {sentence!r}"]
     rest = sentence.replace(PLACEHOLDER, "")
     if "{" in rest or "}" in rest:
         return [f"{where} has a stray brace (write {PLACEHOLDER} exactly): {sentence!r}"]
@@ -226,8 +277,15 @@ def _is_text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-_JSON_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "an object", type(None): "null"}
+_JSON_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _json_type(value: object) -> str:
@@ -241,6 +299,7 @@ def _one_line(source: str, problems: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- files: load, list, lint
+
 
 def _package_dir() -> Any:  # a Traversable
     return resources.files("clipmpcad") / "prompt_sets"
@@ -260,12 +319,14 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     if isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text or os.sep in text:
         path = Path(name_or_path)
         if not path.is_file():
-            raise PromptError(f"{path}: no such prompt-set file; give a JSON file or one of "
-                              f"the package sets: {', '.join(names)}")
+            raise PromptError(
+                f"{path}: no such prompt-set file; give a JSON file or one of the package sets: {', '.join(names)}"
+            )
         return PromptSet.from_dict(_read_json(path), str(path))
     if text not in names:
-        raise PromptError(f"unknown prompt set {text!r}; available: {', '.join(names)} "
-                          "(or give the path of a JSON file)")
+        raise PromptError(
+            f"unknown prompt set {text!r}; available: {', '.join(names)} (or give the path of a JSON file)"
+        )
     resource = _package_dir() / f"{text}.json"
     return PromptSet.from_dict(_read_json(resource), str(resource))
 
@@ -320,24 +381,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Writes to a temporary file beside ``path``, then renames it: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600 files
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 # ---------------------------------------------------------------- sentences and prototypes
+
 
 @dataclass(frozen=True)
 class PromptSentences:
@@ -359,14 +404,14 @@ def base_sentences(classname: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     The name goes in as given: the published code appended "with defects" to industrial
     names even in normal sentences, a bug not reproduced here (METHOD §4).
     """
+
     def expand(states: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(t.replace("{}", s.replace("{}", classname)) for s in states for t in TEMPLATES)
 
     return expand(NORMAL_STATES), expand(ABNORMAL_STATES)
 
 
-def prompt_sentences(mode: str, prompt_set: PromptSet | None = None,
-                     classname: str | None = None) -> PromptSentences:
+def prompt_sentences(mode: str, prompt_set: PromptSet | None = None, classname: str | None = None) -> PromptSentences:
     """The sentences of ``mode`` for one object name (default: the set's classname).
 
     Raises PromptError for an unknown mode, a mode that needs a set without one, or an object
@@ -381,20 +426,26 @@ def prompt_sentences(mode: str, prompt_set: PromptSet | None = None,
         raise PromptError("no object name for the prompts: give a classname or a prompt set")
     sources = [] if mode == "p-prompts" else [base_sentences(name)]  # (normal, abnormal) each
     if prompt_set is not None and mode != "base":
-        sources.append(tuple(tuple(fill_classname(s, name) for s in state)
-                             for state in (prompt_set.normal, prompt_set.abnormal)))
-    too_long = [s for pair in sources for state in pair for s in state
-                if token_count(s) > CONTEXT_LENGTH]
+        sources.append(
+            tuple(tuple(fill_classname(s, name) for s in state) for state in (prompt_set.normal, prompt_set.abnormal))
+        )
+    too_long = [s for pair in sources for state in pair for s in state if token_count(s) > CONTEXT_LENGTH]
     if too_long:
-        raise PromptError(f"{len(too_long)} prompt sentences exceed CLIP's {CONTEXT_LENGTH} "
-                          f"tokens with classname {name!r}, e.g. {too_long[0]!r}; "
-                          "use a shorter classname")
+        raise PromptError(
+            f"{len(too_long)} prompt sentences exceed CLIP's {CONTEXT_LENGTH} "
+            f"tokens with classname {name!r}, e.g. {too_long[0]!r}; "
+            "use a shorter classname"
+        )
     return PromptSentences(mode, tuple(p[0] for p in sources), tuple(p[1] for p in sources))
 
 
-def text_prototypes(encode_text: Callable[[torch.Tensor], torch.Tensor],
-                    tokenize: Callable[[list[str]], torch.Tensor],
-                    sentences: PromptSentences, *, batch_size: int = 256) -> torch.Tensor:
+def text_prototypes(
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    tokenize: Callable[[list[str]], torch.Tensor],
+    sentences: PromptSentences,
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """T of METHOD §4: (D, 2) float32 on the CPU, column 0 normal, column 1 abnormal.
 
     Args:
@@ -406,14 +457,19 @@ def text_prototypes(encode_text: Callable[[torch.Tensor], torch.Tensor],
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with torch.no_grad():
-        columns = [_state_prototype(encode_text, tokenize, groups, batch_size)
-                   for groups in (sentences.normal, sentences.abnormal)]
+        columns = [
+            _state_prototype(encode_text, tokenize, groups, batch_size)
+            for groups in (sentences.normal, sentences.abnormal)
+        ]
     return torch.stack(columns, dim=1)  # (D, 2)
 
 
-def _state_prototype(encode_text: Callable[[torch.Tensor], torch.Tensor],
-                     tokenize: Callable[[list[str]], torch.Tensor],
-                     groups: tuple[tuple[str, ...], ...], batch_size: int) -> torch.Tensor:
+def _state_prototype(
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    tokenize: Callable[[list[str]], torch.Tensor],
+    groups: tuple[tuple[str, ...], ...],
+    batch_size: int,
+) -> torch.Tensor:
     # Per source, METHOD §4: encode, L2-normalise each, average, L2-normalise. base+p then takes
     # the mean of the two sources' unit prototypes, re-normalised, rather than one mean over the
     # pooled sentences: pooled, the 245/175 generic base sentences would outweigh a set's 30-60
@@ -421,8 +477,10 @@ def _state_prototype(encode_text: Callable[[torch.Tensor], torch.Tensor],
     # per source keep the domain vocabulary's share fixed whatever the list lengths.
     prototypes = []
     for group in groups:
-        chunks = [encode_text(tokenize(list(group[i:i + batch_size]))).float().cpu()
-                  for i in range(0, len(group), batch_size)]
+        chunks = [
+            encode_text(tokenize(list(group[i : i + batch_size]))).float().cpu()
+            for i in range(0, len(group), batch_size)
+        ]
         prototypes.append(_mean_direction(torch.cat(chunks)))  # (D,)
     return _mean_direction(torch.stack(prototypes))  # (D,)
 
@@ -433,6 +491,7 @@ def _mean_direction(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- prototype cache
+
 
 def default_cache_dir() -> Path:
     """$CLIPMPCAD_CACHE if set (the folder of the prototype files), else the user cache."""
@@ -466,26 +525,24 @@ class PrototypeCache:
             return None
         try:
             prototypes = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(prototypes, torch.Tensor) and prototypes.ndim == 2 \
-                    and prototypes.shape[1] == 2:
+            if isinstance(prototypes, torch.Tensor) and prototypes.ndim == 2 and prototypes.shape[1] == 2:
                 return prototypes
             error: object = "not a (D, 2) tensor"
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as caught:
             error = caught
-        warnings.warn(f"{path}: unusable prototype cache entry ({error}); recomputing",
-                      stacklevel=2)
+        warnings.warn(f"{path}: unusable prototype cache entry ({error}); recomputing", stacklevel=2)
         return None
 
-    def put(self, backbone_id: str, sentences: PromptSentences,
-            prototypes: torch.Tensor) -> Path:
+    def put(self, backbone_id: str, sentences: PromptSentences, prototypes: torch.Tensor) -> Path:
         """Stores T (D, 2), atomically; returns the file."""
         path = self.path_for(backbone_id, sentences)
         tensor = prototypes.detach().float().cpu().contiguous()
-        write_atomic(path, lambda f: torch.save(tensor, f))
+        save_torch(path, tensor)
         return path
 
-    def get_or_compute(self, backbone_id: str, sentences: PromptSentences,
-                       compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get_or_compute(
+        self, backbone_id: str, sentences: PromptSentences, compute: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
         """The cached T, or ``compute()`` stored and returned (a cache that cannot be written
         warns); always float32 on the CPU."""
         cached = self.get(backbone_id, sentences)
@@ -495,6 +552,5 @@ class PrototypeCache:
         try:
             self.put(backbone_id, sentences, prototypes)
         except OSError as error:
-            warnings.warn(f"could not write the prototype cache in {self.directory}: {error}",
-                          stacklevel=2)
+            warnings.warn(f"could not write the prototype cache in {self.directory}: {error}", stacklevel=2)
         return prototypes

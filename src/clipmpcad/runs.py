@@ -12,54 +12,20 @@ atomically, and a run folder built aside and moved into place only when complete
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import save_torch, staged_folder, write_bytes, write_json, write_text
 from .errors import CheckpointError, ConfigError
 
-CHECKPOINT_FORMAT = 1
-
-
-def _temp_sibling(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file beside `path`, then rename over it: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = _temp_sibling(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def save_torch(path: str | Path, obj: Any) -> Path:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return write_bytes(path, buffer.getvalue())
-
+__all__ = [
+    "check_new_run_dir", "load_torch", "read_json", "require_run_dir", "save_torch", "staged_run_dir",
+    "write_bytes", "write_json", "write_text",
+]
 
 def load_torch(path: str | Path) -> Any:
     path = Path(path)
@@ -91,22 +57,12 @@ def check_new_run_dir(path: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def staged_run_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path`, on error it vanishes.
-
-    No partial run folder is ever left behind.
-    """
+    """Yield a folder to fill; on success it becomes `path`, on error it vanishes: no partial run
+    folder is ever left behind (atomic.staged_folder), and nothing is replaced unless asked."""
     path = Path(path)
     check_new_run_dir(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
+    with staged_folder(path) as stage:
         yield stage
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(stage, path)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 def require_run_dir(path: str | Path) -> Path:

@@ -43,7 +43,10 @@ def build_towers(
     if source.kind in ("file", "torchscript"):
         load_towers(visual, text, read_state_dict(source), source)
     tag = open_clip.get_pretrained_cfg(model, cfg.weights) if cfg.weights else {}
-    preprocess = {"mean": tag.get("mean", open_clip.OPENAI_DATASET_MEAN), "std": tag.get("std", open_clip.OPENAI_DATASET_STD)}
+    preprocess = {
+        "mean": tag.get("mean", open_clip.OPENAI_DATASET_MEAN),
+        "std": tag.get("std", open_clip.OPENAI_DATASET_STD),
+    }
     return visual.float().eval(), None if text is None else text.float().eval(), preprocess
 
 
@@ -86,7 +89,9 @@ def _copy_into(tower: nn.Module, state: dict[str, torch.Tensor], source: Weights
         result = tower.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise CheckpointError(f"checkpoint {source.path} does not match the {name} tower: {lines[-1]}; {hint}") from None
+        raise CheckpointError(
+            f"checkpoint {source.path} does not match the {name} tower: {lines[-1]}; {hint}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"checkpoint {source.path} does not match the {name} tower: missing {result.missing_keys[:5]}, "

@@ -43,8 +43,10 @@ class SupportSet:
         """Several support sets as one; owner ids stay distinct."""
         offsets = torch.cumsum(torch.tensor([0] + [int(s.groups.max()) + 1 for s in sets[:-1]]), 0)
         return SupportSet(
-            torch.cat([s.images for s in sets]), torch.cat([s.masks for s in sets]),
-            torch.cat([s.labels for s in sets]), torch.cat([s.groups + o for s, o in zip(sets, offsets, strict=True)]),
+            torch.cat([s.images for s in sets]),
+            torch.cat([s.masks for s in sets]),
+            torch.cat([s.labels for s in sets]),
+            torch.cat([s.groups + o for s, o in zip(sets, offsets, strict=True)]),
             torch.cat([s.seg for s in sets]),
         )
 
@@ -84,9 +86,9 @@ def objective(
 
 
 def default_micro_batch(batch_size: int, device: torch.device) -> int:
-    """Views per forward pass when the config leaves it open: the whole step on a GPU; at most 4 on
+    """Views per forward pass when the config leaves it open: the whole step on a GPU; at most 2 on
     a CPU, where saved activations, not arithmetic, bound a ViT-L step (results are the same)."""
-    return batch_size if device.type == "cuda" else min(batch_size, 4)
+    return batch_size if device.type == "cuda" else min(batch_size, 2)
 
 
 @torch.no_grad()

@@ -17,16 +17,16 @@ class Files:
     """Writers of tiny image and mask files."""
 
     @staticmethod
-    def image(path: Path, size: tuple[int, int] = (32, 24), value: int = 128,
-              mode: str = "L") -> Path:
+    def image(path: Path, size: tuple[int, int] = (32, 24), value: int = 128, mode: str = "L") -> Path:
         """A constant image of `size` (W, H); `value` is the gray level (every channel)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new(mode, size, value if mode == "L" else (value,) * len(mode)).save(path)
         return path
 
     @staticmethod
-    def mask(path: Path, size: tuple[int, int] = (32, 24),
-             box: tuple[int, int, int, int] = (0, 0, 8, 8), on: int = 255) -> Path:
+    def mask(
+        path: Path, size: tuple[int, int] = (32, 24), box: tuple[int, int, int, int] = (0, 0, 8, 8), on: int = 255
+    ) -> Path:
         """A 0/`on` mask of `size` (W, H) with the box (x0, y0, x1, y1) set."""
         path.parent.mkdir(parents=True, exist_ok=True)
         values = np.zeros((size[1], size[0]), dtype=np.uint8)

@@ -18,8 +18,9 @@ def test_mvfa_layout_with_masks(bmad_root):
     assert [s.image.name for s in data.normal_pool] == [f"valid_n{i}.png" for i in range(4)]
     assert [s.image.name for s in data.abnormal_pool] == [f"valid_a{i}.png" for i in range(3)]
     assert [s.label for s in data.test] == [NORMAL] * 2 + [ANOMALOUS] * 2
-    assert all(s.mask.name == s.image.name and s.mask.parent.name == "anomaly_mask"
-               for s in data.abnormal_pool + data.test[2:])
+    assert all(
+        s.mask.name == s.image.name and s.mask.parent.name == "anomaly_mask" for s in data.abnormal_pool + data.test[2:]
+    )
     assert not data.abnormal_pool_is_test
     assert data.shot_lists == bmad_root / "fewshot_seed" / "Brain"
 
@@ -35,8 +36,7 @@ def test_shot_lists_from_another_folder(bmad_root, tmp_path):
 
 def test_classification_only_set(bmad_root):
     data = bmad.load_category(bmad_root, "Chest")
-    assert (data.classname, data.prompt_set, data.has_masks) == (
-        "Chest X-ray film", "chest_xray", False)
+    assert (data.classname, data.prompt_set, data.has_masks) == ("Chest X-ray film", "chest_xray", False)
     assert all(s.mask is None for s in data.test) and data.shot_lists is None
 
 

@@ -36,8 +36,10 @@ def test_allowed_k_and_the_error_listing_them():
 
 def test_mvfa_list_file_is_parsed_exactly(tmp_path):
     path = tmp_path / "4-shot.txt"
-    path.write_text("a-0: 01388_60.png 01471_60.png 00154_60.png 01646_90.png\n"
-                    "n-0: 01325_99.png 00250_60.png 01555_60.png 01181_99.png")
+    path.write_text(
+        "a-0: 01388_60.png 01471_60.png 00154_60.png 01646_90.png\n"
+        "n-0: 01325_99.png 00250_60.png 01555_60.png 01181_99.png"
+    )
     normal, abnormal = read_shot_list(path)
     assert normal == ["01325_99.png", "00250_60.png", "01555_60.png", "01181_99.png"]
     assert abnormal == ["01388_60.png", "01471_60.png", "00154_60.png", "01646_90.png"]

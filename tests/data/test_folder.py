@@ -27,8 +27,7 @@ def folder_root(tmp_path: Path, files) -> Path:
 
 def test_shared_folders_without_test_folders(folder_root):
     data = load_category(folder_root, "circuit_board", FolderLayout(mask_dir=Path("masks")))
-    assert (data.dataset, data.classname, data.prompt_set) == (
-        "folder", "circuit board", "generic_industrial")
+    assert (data.dataset, data.classname, data.prompt_set) == ("folder", "circuit board", "generic_industrial")
     assert data.has_masks and data.abnormal_pool_is_test
     assert [s.mask.name for s in data.abnormal_pool] == ["a0.png", "a1_mask.png", "a2.bmp"]
     assert len(data.test) == 7  # shots come from the test images themselves
@@ -48,9 +47,13 @@ def test_separate_test_folders(folder_root, files):
         files.image(folder_root / "test_ok" / f"t{i}.png")
         files.image(folder_root / "test_bad" / f"b{i}.png")
         files.mask(folder_root / "test_masks" / f"b{i}_gt.png")
-    layout = FolderLayout(test_normal_dir=Path("test_ok"), test_abnormal_dir=Path("test_bad"),
-                          test_mask_dir=Path("test_masks"), mask_dir=Path("masks"),
-                          mask_suffix="_gt")
+    layout = FolderLayout(
+        test_normal_dir=Path("test_ok"),
+        test_abnormal_dir=Path("test_bad"),
+        test_mask_dir=Path("test_masks"),
+        mask_dir=Path("masks"),
+        mask_suffix="_gt",
+    )
     with pytest.raises(DataError, match=r"masks: 3 anomalous image\(s\) have no mask"):
         load_category(folder_root, "part", layout)  # the pool's masks lack the _gt suffix
     for p in (folder_root / "masks").iterdir():
@@ -66,7 +69,8 @@ def test_layout_from_separate_string_options(folder_root):
     data = load_category(folder_root, "part", mask_dir="masks", test_normal_dir="normal")
     assert data.has_masks and len(data.test) == 7
     assert layout_from_options({"abnormal_dir": "", "mask_suffix": ""}) == FolderLayout(
-        abnormal_dir=None, mask_suffix="")
+        abnormal_dir=None, mask_suffix=""
+    )
     with pytest.raises(ConfigError, match=r"unknown folder option\(s\) mask; choices: normal_dir"):
         layout_from_options({"mask": "m"})
     with pytest.raises(ConfigError, match="either as `layout` or as separate options"):
@@ -110,8 +114,7 @@ def test_list_images_file_folder_recursive_and_glob(folder_root, files):
     assert [p.name for p in list_images(folder_root / "normal")] == [f"n{i}.png" for i in range(4)]
     assert len(list_images(folder_root / "normal", recursive=True)) == 5
     assert list_images(folder_root / "normal" / "n1.png") == [folder_root / "normal" / "n1.png"]
-    assert [p.name for p in list_images(str(folder_root / "*" / "a*.jpg"))] == [
-        "a0.jpg", "a1.jpg", "a2.jpg"]
+    assert [p.name for p in list_images(str(folder_root / "*" / "a*.jpg"))] == ["a0.jpg", "a1.jpg", "a2.jpg"]
     assert len(list_images(str(folder_root / "**" / "*.png"))) == 7  # normal 4+1, masks 2
 
 

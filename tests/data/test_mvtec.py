@@ -14,7 +14,11 @@ from clipmpcad.errors import DataError
 def test_mvtec_category(mvtec_root):
     data = mvtec.load_category(mvtec_root, "bottle")
     assert (data.dataset, data.domain, data.classname, data.prompt_set) == (
-        "mvtec", "industrial", "bottle", "mvtec_ad_bottle")
+        "mvtec",
+        "industrial",
+        "bottle",
+        "mvtec_ad_bottle",
+    )
     assert data.has_masks and data.abnormal_pool_is_test and data.shot_lists is None
     assert [s.image.name for s in data.normal_pool] == ["000.png", "001.png", "002.png"]
     assert [s.label for s in data.test] == [NORMAL] * 2 + [ANOMALOUS] * 3
@@ -42,8 +46,7 @@ def test_known_and_unknown_names(mvtec_root):
 def test_mpdd_prompt_set(mvtec_root):
     shutil.copytree(mvtec_root / "bottle", mvtec_root / "bracket_black")
     data = mvtec.load_category(mvtec_root, "bracket_black", dataset="mpdd")
-    assert (data.dataset, data.classname, data.prompt_set) == (
-        "mpdd", "black bracket", "mpdd_bracket_black")
+    assert (data.dataset, data.classname, data.prompt_set) == ("mpdd", "black bracket", "mpdd_bracket_black")
 
 
 @pytest.mark.parametrize(("category", "mask_suffix"), [("01", ".png"), ("03", ".bmp")])
@@ -115,5 +118,4 @@ def test_shared_busi_loads_as_medical(shared_data):
     data = load_category("mvtec", root, "breast_ultrasound", domain="medical")
     normal_test = [s for s in data.test if s.label == NORMAL]
     assert (len(data.normal_pool), len(normal_test), len(data.abnormal_pool)) == (53, 80, 120)
-    assert (data.domain, data.prompt_set, data.classname) == (
-        "medical", "generic_medical", "breast ultrasound")
+    assert (data.domain, data.prompt_set, data.classname) == ("medical", "generic_medical", "breast ultrasound")

@@ -35,21 +35,30 @@ def test_each_loader_through_the_registry(synth_bench, mvtec_root, tmp_path, fil
 
 
 def test_unknown_dataset_lists_the_choices(tmp_path):
-    with pytest.raises(DataError, match=r"unknown dataset 'kitti'; choices: bmad, mvtec, mpdd, "
-                                        r"btad, visa, folder"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown dataset 'kitti'; choices: bmad, mvtec, mpdd, "
+        r"btad, visa, folder",
+    ):
         load_category("kitti", tmp_path, "x")
     with pytest.raises(DataError, match=r"unknown dataset 'kitti'"):
         list_categories("kitti", tmp_path)
 
 
 def test_unknown_option_lists_the_options(mvtec_root):
-    with pytest.raises(ConfigError, match=r"'mvtec' takes no option\(s\) split_file; its "
-                                          r"options: domain"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'mvtec' takes no option\(s\) split_file; its "
+        r"options: domain",
+    ):
         load_category("mvtec", mvtec_root, "bottle", split_file="x.csv")
     with pytest.raises(ConfigError, match=r"options: split_file, domain"):
         load_category("visa", mvtec_root, "bottle", dataset="mvtec")
-    with pytest.raises(ConfigError, match=r"'folder' takes no option\(s\) masks; its options: "
-                                          r"layout, domain, classname, normal_dir, abnormal_dir"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'folder' takes no option\(s\) masks; its options: "
+        r"layout, domain, classname, normal_dir, abnormal_dir",
+    ):
         load_category("folder", mvtec_root, "bottle", masks="m")
 
 
@@ -76,8 +85,7 @@ def test_missing_root_is_a_data_error(tmp_path):
 
 
 def test_every_prompt_set_the_loaders_name_is_shipped():
-    shipped = {p.name.removesuffix(".json")
-               for p in resources.files("clipmpcad").joinpath("prompt_sets").iterdir()}
+    shipped = {p.name.removesuffix(".json") for p in resources.files("clipmpcad").joinpath("prompt_sets").iterdir()}
     named = {prompt for _, prompt, _ in BMAD_CATEGORIES.values()}
     for dataset, (prefix, known) in INDUSTRIAL_CATEGORIES.items():
         named |= {industrial_names(dataset, c, "industrial")[1] for c in known}

@@ -18,13 +18,15 @@ from clipmpcad.errors import ConfigError, DataError
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_benchmark_layout_and_counts(synth_bench):
     assert [(s.dataset, s.category) for s in synth_bench.sets] == [
-        ("bmad", "SynthBrain"), ("bmad", "SynthChest"), ("mvtec", "synth_tile")]
+        ("bmad", "SynthBrain"),
+        ("bmad", "SynthChest"),
+        ("mvtec", "synth_tile"),
+    ]
     bmad = synth_bench.root / "bmad"
     brain = bmad / "SynthBrain_AD"
     assert len(list((brain / "valid" / "good" / "img").iterdir())) == 16
@@ -35,8 +37,7 @@ def test_benchmark_layout_and_counts(synth_bench):
     assert not list((bmad / "SynthChest_AD").rglob("anomaly_mask"))  # classification only
     tile = synth_bench.root / "mvtec" / "synth_tile"
     stems = sorted(p.stem for p in (tile / "test" / "scratch").iterdir())
-    assert sorted(p.stem for p in (tile / "ground_truth" / "scratch").iterdir()) == [
-        f"{s}_mask" for s in stems]
+    assert sorted(p.stem for p in (tile / "ground_truth" / "scratch").iterdir()) == [f"{s}_mask" for s in stems]
     assert read_image(tile / "train" / "good" / "000.png").size == (128, 128)
 
 
@@ -78,10 +79,15 @@ def test_different_seeds_give_different_images(tmp_path, tiny_config):
     assert all(a[k] != b[k] for k in images)
 
 
-@pytest.mark.parametrize(("draw", "arg", "normal_arg", "brighter"), [
-    (draw_brain, True, False, True), (draw_chest, True, False, True),
-    (draw_tile, "scratch", None, True), (draw_tile, "stain", None, False),
-])
+@pytest.mark.parametrize(
+    ("draw", "arg", "normal_arg", "brighter"),
+    [
+        (draw_brain, True, False, True),
+        (draw_chest, True, False, True),
+        (draw_tile, "scratch", None, True),
+        (draw_tile, "stain", None, False),
+    ],
+)
 def test_anomalies_are_local_visible_and_sized(draw, arg, normal_arg, brighter):
     for i in range(6):
         anomalous = draw(128, np.random.default_rng(i), arg)

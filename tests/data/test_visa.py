@@ -27,8 +27,9 @@ def visa_root(tmp_path: Path, files) -> Path:
         for i in range(n_bad):
             files.image(images / "Anomaly" / f"{i:03d}.JPG", mode="RGB")
             files.mask(tmp_path / obj / "Data" / "Masks" / "Anomaly" / f"{i:03d}.png", on=1)
-            rows.append(f"{obj},test,anomaly,{obj}/Data/Images/Anomaly/{i:03d}.JPG,"
-                        f"{obj}/Data/Masks/Anomaly/{i:03d}.png\n")
+            rows.append(
+                f"{obj},test,anomaly,{obj}/Data/Images/Anomaly/{i:03d}.JPG,{obj}/Data/Masks/Anomaly/{i:03d}.png\n"
+            )
     (tmp_path / "split_csv").mkdir()
     (tmp_path / "split_csv" / "1cls.csv").write_text("".join(rows), encoding="utf-8-sig")
     return tmp_path
@@ -57,7 +58,8 @@ def test_train_anomalies_become_the_abnormal_pool(visa_root):
     csv = visa_root / "split_csv" / "1cls.csv"
     text = csv.read_text(encoding="utf-8-sig").replace(
         "candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG",
-        "candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG")
+        "candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG",
+    )
     csv.write_text(text)
     data = visa.load_category(visa_root, "candle")
     assert not data.abnormal_pool_is_test
@@ -97,8 +99,6 @@ def test_unknown_object_lists_those_found(visa_root):
 
 def test_anomaly_without_mask_is_a_data_error(visa_root):
     csv = visa_root / "split_csv" / "1cls.csv"
-    csv.write_text(csv.read_text(encoding="utf-8-sig").replace(
-        ",candle/Data/Masks/Anomaly/001.png", ","))
+    csv.write_text(csv.read_text(encoding="utf-8-sig").replace(",candle/Data/Masks/Anomaly/001.png", ","))
     with pytest.raises(DataError, match=r"1 anomalous image\(s\) have no mask: 001\.JPG"):
         visa.load_category(visa_root, "candle")
-

@@ -28,10 +28,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 def test_markdown_rows_averages_and_missing_cells():
     lines = benchmark_table(RESULTS, METRICS).to_markdown().splitlines()
-    assert (
-        lines[0]
-        == "| dataset | category | shot | seeds | image AUROC | pixel AUROC | pixel AUPRO |"
-    )
+    assert lines[0] == "| dataset | category | shot | seeds | image AUROC | pixel AUROC | pixel AUPRO |"
     assert lines[2] == "| mvtec | bottle | 4 | 2 | 85.00 ± 7.07 | 90.00 ± 7.07 | 90.00 ± 7.07 |"
     assert lines[4] == "| mvtec | average | 4 | 2 | 75.00 ± 7.07 | 80.00 ± 7.07 | 80.00 ± 7.07 |"
     assert lines[5] == "| chest | chest | 4 | 2 | 75.00 ± 35.36 | – | – |"

@@ -24,8 +24,17 @@ from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
 from clipmpcad.errors import ConfigError, DataError
 
 __all__ = [
-    "ANOMALOUS", "DATASETS", "NORMAL", "CategoryData", "DatasetSpec", "Sample", "Shots",
-    "evaluation_samples", "list_categories", "load_category", "select_shots",
+    "ANOMALOUS",
+    "DATASETS",
+    "NORMAL",
+    "CategoryData",
+    "DatasetSpec",
+    "Sample",
+    "Shots",
+    "evaluation_samples",
+    "list_categories",
+    "load_category",
+    "select_shots",
 ]
 
 
@@ -46,27 +55,39 @@ _MVTEC_DESCRIPTIONS = {
 }
 
 DATASETS: dict[str, DatasetSpec] = {
-    "bmad": DatasetSpec(bmad.load_category, bmad.list_categories,
-                        "BMAD medical sets, MVFA's <Name>_AD layout or BMAD's original one",
-                        ("domain", "shot_lists")),
-    **{name: DatasetSpec(partial(mvtec.load_category, dataset=name), mvtec.list_categories,
-                         text, ("domain",)) for name, text in _MVTEC_DESCRIPTIONS.items()},
-    "visa": DatasetSpec(visa.load_category, visa.list_categories,
-                        "VisA with its split CSV (split_csv/1cls.csv)", ("split_file", "domain")),
-    "folder": DatasetSpec(folder.load_category, folder.list_categories,
-                          "custom folders: normal, abnormal, masks paired by stem, test folders",
-                          ("layout", "domain", "classname", *folder.LAYOUT_OPTIONS)),
+    "bmad": DatasetSpec(
+        bmad.load_category,
+        bmad.list_categories,
+        "BMAD medical sets, MVFA's <Name>_AD layout or BMAD's original one",
+        ("domain", "shot_lists"),
+    ),
+    **{
+        name: DatasetSpec(partial(mvtec.load_category, dataset=name), mvtec.list_categories, text, ("domain",))
+        for name, text in _MVTEC_DESCRIPTIONS.items()
+    },
+    "visa": DatasetSpec(
+        visa.load_category,
+        visa.list_categories,
+        "VisA with its split CSV (split_csv/1cls.csv)",
+        ("split_file", "domain"),
+    ),
+    "folder": DatasetSpec(
+        folder.load_category,
+        folder.list_categories,
+        "custom folders: normal, abnormal, masks paired by stem, test folders",
+        ("layout", "domain", "classname", *folder.LAYOUT_OPTIONS),
+    ),
 }
 
 
-def load_category(dataset: str, root: str | Path, category: str, /,
-                  **options: Any) -> CategoryData:
+def load_category(dataset: str, root: str | Path, category: str, /, **options: Any) -> CategoryData:
     """One category of a registered dataset, checked (see the module docstring)."""
     spec = _spec(dataset)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise ConfigError(f"dataset {dataset!r} takes no option(s) {', '.join(unknown)}; "
-                          f"its options: {', '.join(spec.options)}")
+        raise ConfigError(
+            f"dataset {dataset!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(spec.options)}"
+        )
     data = spec.load(Path(root), category, **options)
     check_mask_sizes(data.normal_pool + data.abnormal_pool + data.test)
     return data
@@ -81,4 +102,3 @@ def _spec(dataset: str) -> DatasetSpec:
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choices: {', '.join(DATASETS)}")
     return DATASETS[dataset]
-

@@ -27,9 +27,14 @@ from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
 from clipmpcad.errors import DataError
 
 SOURCE_NAMES = {  # folder names of BMAD's original release → MVFA's category names
-    "BraTS2021_slice": "Brain", "hist_DIY": "Liver", "RESC": "Retina_RESC",
-    "OCT2017": "Retina_OCT2017", "Chest-RSNA": "Chest", "RSNA": "Chest",
-    "camelyon16": "Histopathology", "camelyon16_256": "Histopathology",
+    "BraTS2021_slice": "Brain",
+    "hist_DIY": "Liver",
+    "RESC": "Retina_RESC",
+    "OCT2017": "Retina_OCT2017",
+    "Chest-RSNA": "Chest",
+    "RSNA": "Chest",
+    "camelyon16": "Histopathology",
+    "camelyon16_256": "Histopathology",
 }
 VALID_SPLITS = ("valid", "val")
 MASK_FOLDERS = ("anomaly_mask", "label")
@@ -41,8 +46,9 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(_category_folders(Path(root)))
 
 
-def load_category(root: str | Path, category: str, domain: str = "medical",
-                  shot_lists: str | Path | None = None) -> CategoryData:
+def load_category(
+    root: str | Path, category: str, domain: str = "medical", shot_lists: str | Path | None = None
+) -> CategoryData:
     """Samples of one BMAD category; `category` may also be its folder's own name.
 
     Args:
@@ -59,8 +65,12 @@ def load_category(root: str | Path, category: str, domain: str = "medical",
     has_masks = known_masks if known_masks is not None else _has_mask_folder(valid, test)
     lists = Path(shot_lists or root / "fewshot_seed") / name
     return CategoryData(
-        dataset="bmad", category=name, root=root, domain=check_domain(domain),
-        classname=classname, has_masks=has_masks,
+        dataset="bmad",
+        category=name,
+        root=root,
+        domain=check_domain(domain),
+        classname=classname,
+        has_masks=has_masks,
         normal_pool=_group(valid, "good", has_masks),
         abnormal_pool=_group(valid, "Ungood", has_masks),
         test=_group(test, "good", has_masks) + _group(test, "Ungood", has_masks),
@@ -118,8 +128,9 @@ def _group_dirs(split: Path, group: str) -> tuple[Path, Path | None]:
     candidates = [own / "img" if own else None, nested, own]
     images = next((p for p in candidates if p is not None and p.is_dir()), None)
     if images is None:
-        raise DataError(f"{split / group}: image folder not found (looked for {group}/img, "
-                        f"img/{group} and {group}/ under {split})")
+        raise DataError(
+            f"{split / group}: image folder not found (looked for {group}/img, img/{group} and {group}/ under {split})"
+        )
     masks = [own / m if own else None for m in MASK_FOLDERS]
     masks.append(find_child(label_top, group) if label_top else None)
     return images, next((p for p in masks if p is not None and p.is_dir()), None)
@@ -137,8 +148,9 @@ def _group(split: Path, group: str, has_masks: bool) -> tuple[Sample, ...]:
     if not has_masks:
         return tuple(Sample(image=p, label=ANOMALOUS, defect="Ungood") for p in images)
     if mask_dir is None:
-        raise DataError(f"{images_dir}: no mask folder ({', '.join(MASK_FOLDERS)}) for "
-                        f"{len(images)} anomalous images: {show_names([p.name for p in images])}")
+        raise DataError(
+            f"{images_dir}: no mask folder ({', '.join(MASK_FOLDERS)}) for "
+            f"{len(images)} anomalous images: {show_names([p.name for p in images])}"
+        )
     masks = pair_masks(images, index_masks(mask_dir, MASK_SUFFIXES), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="Ungood")
-                 for p, m in zip(images, masks, strict=True))
+    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="Ungood") for p, m in zip(images, masks, strict=True))

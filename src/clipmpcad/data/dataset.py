@@ -51,9 +51,13 @@ class Batch:
         return Batch(*(t.to(device) for t in (self.images, self.masks, self.labels, self.indices)))
 
 
-def image_to_tensor(image: Image.Image, image_size: int, normalize: bool,
-                    mean: Sequence[float] = CLIP_MEAN,
-                    std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+def image_to_tensor(
+    image: Image.Image,
+    image_size: int,
+    normalize: bool,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> torch.Tensor:
     """RGB PIL image → (3, S, S) float32: bicubic resize, [0, 1], optional mean/std."""
     resized = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
@@ -82,8 +86,14 @@ def read_original_mask(sample: Sample) -> np.ndarray:
 class SampleDataset(Dataset):
     """Samples as model inputs; pair with `collate` in a DataLoader."""
 
-    def __init__(self, samples: Sequence[Sample], image_size: int, normalize: bool = True,
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: int,
+        normalize: bool = True,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.samples = tuple(samples)
@@ -123,8 +133,7 @@ def load_batch(samples: Sequence[Sample], image_size: int, normalize: bool = Tru
     return collate([dataset[i] for i in range(len(dataset))])
 
 
-def _check_same_size(image: Path, size: tuple[int, int], mask_path: Path,
-                     mask: np.ndarray) -> None:
+def _check_same_size(image: Path, size: tuple[int, int], mask_path: Path, mask: np.ndarray) -> None:
     """A mask must have its image's (W, H); else a DataError naming both files and sizes."""
     mask_size = (mask.shape[1], mask.shape[0])
     if mask_size != tuple(size):

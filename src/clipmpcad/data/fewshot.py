@@ -50,9 +50,15 @@ def check_k(k: int, allow_any: bool = False) -> int:
     return k
 
 
-def select_shots(data: CategoryData, k: int, seed: int, source: str = "auto",
-                 normal_only: bool = False, iterate: int = 0,
-                 allow_any_k: bool = False) -> Shots:
+def select_shots(
+    data: CategoryData,
+    k: int,
+    seed: int,
+    source: str = "auto",
+    normal_only: bool = False,
+    iterate: int = 0,
+    allow_any_k: bool = False,
+) -> Shots:
     """Shots of a run: from `<shot_lists>/<k>-shot.txt` or from a sampler seeded by `seed`."""
     check_k(k, allow_any_k)
     if source not in SHOT_SOURCES:
@@ -69,8 +75,7 @@ def select_shots(data: CategoryData, k: int, seed: int, source: str = "auto",
 def sample_shots(data: CategoryData, k: int, seed: int, normal_only: bool = False) -> Shots:
     """k shots per pool, drawn without replacement by generators seeded with (seed, pool)."""
     normal = _draw(data.normal_pool, k, np.random.default_rng([seed, 0]), "normal", data)
-    abnormal = () if normal_only else _draw(
-        data.abnormal_pool, k, np.random.default_rng([seed, 1]), "abnormal", data)
+    abnormal = () if normal_only else _draw(data.abnormal_pool, k, np.random.default_rng([seed, 1]), "abnormal", data)
     return _shots(data, k, seed, "sampler", normal, abnormal)
 
 
@@ -86,8 +91,9 @@ def read_shot_list(path: Path, iterate: int = 0) -> tuple[list[str], list[str] |
             continue
         match = _LINE.match(line.strip())
         if match is None:
-            raise DataError(f"{path}:{number}: not a shot-list line 'n-<i>: name …' or "
-                            f"'a-<i>: name …': {line.strip()[:60]!r}")
+            raise DataError(
+                f"{path}:{number}: not a shot-list line 'n-<i>: name …' or 'a-<i>: name …': {line.strip()[:60]!r}"
+            )
         if int(match.group(2)) == iterate:
             found[match.group(1)] = match.group(3).split()
     if "n" not in found:
@@ -95,8 +101,7 @@ def read_shot_list(path: Path, iterate: int = 0) -> tuple[list[str], list[str] |
     return found["n"], found.get("a")
 
 
-def shots_from_list(data: CategoryData, k: int, path: Path, iterate: int = 0,
-                    normal_only: bool = False) -> Shots:
+def shots_from_list(data: CategoryData, k: int, path: Path, iterate: int = 0, normal_only: bool = False) -> Shots:
     """The shots a list file names, looked up by file name in the category's pools."""
     normal_names, abnormal_names = read_shot_list(path, iterate)
     normal = _named(normal_names, data.normal_pool, k, path, "normal")
@@ -118,8 +123,12 @@ def evaluation_samples(data: CategoryData, shots: Shots) -> tuple[Sample, ...]:
 def shots_to_json(shots: Shots, data: CategoryData) -> dict:
     """A JSON-ready record of the shots, paths relative to the dataset root."""
     return {
-        "dataset": data.dataset, "category": data.category, "k": shots.k, "seed": shots.seed,
-        "source": shots.source, "removed_from_test": shots.removed_from_test,
+        "dataset": data.dataset,
+        "category": data.category,
+        "k": shots.k,
+        "seed": shots.seed,
+        "source": shots.source,
+        "removed_from_test": shots.removed_from_test,
         "normal": [_relative(s.image, data.root) for s in shots.normal],
         "abnormal": [_relative(s.image, data.root) for s in shots.abnormal],
     }
@@ -143,44 +152,51 @@ def shots_from_json(record: dict, data: CategoryData, where: str | Path = "shots
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{where}: not a shots record ({type(exc).__name__}: {exc})") from None
     if (record.get("dataset"), record.get("category")) != (data.dataset, data.category):
-        raise DataError(f"{where}: shots of {record.get('dataset')}/{record.get('category')}, "
-                        f"not of {data.dataset}/{data.category}")
+        raise DataError(
+            f"{where}: shots of {record.get('dataset')}/{record.get('category')}, not of {data.dataset}/{data.category}"
+        )
     picked = []
     for part, pool in (("normal", data.normal_pool), ("abnormal", data.abnormal_pool)):
         by_path = {_relative(s.image, data.root): s for s in pool}
         missing = [n for n in names[part] if n not in by_path]
         if missing:
-            raise DataError(f"{where}: {len(missing)} {part} shot(s) are not in the {part} pool "
-                            f"under {data.root}: {show_names(missing)}")
+            raise DataError(
+                f"{where}: {len(missing)} {part} shot(s) are not in the {part} pool "
+                f"under {data.root}: {show_names(missing)}"
+            )
         picked.append(tuple(by_path[n] for n in names[part]))
     return _shots(data, k, seed, source, picked[0], picked[1])
 
 
-def _draw(pool: tuple[Sample, ...], k: int, rng: np.random.Generator, part: str,
-          data: CategoryData) -> tuple[Sample, ...]:
+def _draw(
+    pool: tuple[Sample, ...], k: int, rng: np.random.Generator, part: str, data: CategoryData
+) -> tuple[Sample, ...]:
     if k > len(pool):
         where = _pool_folders(pool) or f"{data.root} ({data.dataset}/{data.category})"
-        raise DataError(f"{where}: k={k} {part} shots asked for but the "
-                        f"{part} pool has only {len(pool)} image(s)")
+        raise DataError(f"{where}: k={k} {part} shots asked for but the {part} pool has only {len(pool)} image(s)")
     chosen = np.sort(rng.choice(len(pool), size=k, replace=False))  # pool order
     return tuple(pool[int(i)] for i in chosen)
 
 
-def _named(names: list[str], pool: tuple[Sample, ...], k: int, path: Path,
-           part: str) -> tuple[Sample, ...]:
+def _named(names: list[str], pool: tuple[Sample, ...], k: int, path: Path, part: str) -> tuple[Sample, ...]:
     if len(names) != k or len(set(names)) != k:
-        raise DataError(f"{path}: the {part} line names {len(names)} image(s) "
-                        f"({len(set(names))} distinct); k={k} needs {k} distinct")
+        raise DataError(
+            f"{path}: the {part} line names {len(names)} image(s) "
+            f"({len(set(names))} distinct); k={k} needs {k} distinct"
+        )
     by_name = {s.image.name: s for s in pool}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise DataError(f"{path}: {len(missing)} {part} shot(s) not found in the {part} pool "
-                        f"({_pool_folders(pool)}): {show_names(missing)}")
+        raise DataError(
+            f"{path}: {len(missing)} {part} shot(s) not found in the {part} pool "
+            f"({_pool_folders(pool)}): {show_names(missing)}"
+        )
     return tuple(by_name[n] for n in names)
 
 
-def _shots(data: CategoryData, k: int, seed: int | None, source: str,
-           normal: tuple[Sample, ...], abnormal: tuple[Sample, ...]) -> Shots:
+def _shots(
+    data: CategoryData, k: int, seed: int | None, source: str, normal: tuple[Sample, ...], abnormal: tuple[Sample, ...]
+) -> Shots:
     used = {s.image for s in normal + abnormal}
     removed = sum(1 for s in data.test if s.image in used)
     return Shots(k, seed, source, normal, abnormal, removed)

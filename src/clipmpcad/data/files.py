@@ -63,13 +63,13 @@ def pair_masks(images: Iterable[Path], masks: dict[str, Path], where: Path) -> l
     counts = Counter(p.stem for p in images)
     twins = sorted(p.name for p in images if counts[p.stem] > 1)
     if twins:
-        raise DataError(f"{images[0].parent}: images share a stem, so masks cannot be paired by "
-                        f"name: {show_names(twins)}")
+        raise DataError(
+            f"{images[0].parent}: images share a stem, so masks cannot be paired by name: {show_names(twins)}"
+        )
     missing = [p.name for p in images if p.stem not in masks]
     if missing:
         raise DataError(
-            f"{where}: {len(missing)} anomalous image(s) have no mask with the same stem: "
-            f"{show_names(missing)}"
+            f"{where}: {len(missing)} anomalous image(s) have no mask with the same stem: {show_names(missing)}"
         )
     return [masks[p.stem] for p in images]
 
@@ -84,8 +84,7 @@ def check_mask_sizes(samples: Iterable[Sample]) -> None:
             raise DataError(mask_size_message(sample.image, img_size, sample.mask, mask_size))
 
 
-def mask_size_message(image: Path, img_size: tuple[int, int], mask: Path,
-                      mask_size: tuple[int, int]) -> str:
+def mask_size_message(image: Path, img_size: tuple[int, int], mask: Path, mask_size: tuple[int, int]) -> str:
     """The one wording of the mask-size error, shared by loaders and the Dataset."""
     return (
         f"{mask}: mask is {mask_size[0]}x{mask_size[1]} (WxH) but its image {image} is "
@@ -97,4 +96,3 @@ def show_names(names: Sequence[str]) -> str:
     """Comma-separated names, shortened to the first few with a count of the rest."""
     shown = ", ".join(names[:_SHOW])
     return shown + (f" … and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
-

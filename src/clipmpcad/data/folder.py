@@ -47,13 +47,18 @@ class FolderLayout:
 
     def under(self, root: Path) -> FolderLayout:
         """The same layout with every folder joined to `root` (absolute folders stay)."""
+
         def join(p: Path | str | None) -> Path | None:
             return None if p is None else root / p
+
         return FolderLayout(
-            normal_dir=root / self.normal_dir, abnormal_dir=join(self.abnormal_dir),
-            mask_dir=join(self.mask_dir), mask_suffix=self.mask_suffix,
+            normal_dir=root / self.normal_dir,
+            abnormal_dir=join(self.abnormal_dir),
+            mask_dir=join(self.mask_dir),
+            mask_suffix=self.mask_suffix,
             test_normal_dir=join(self.test_normal_dir),
-            test_abnormal_dir=join(self.test_abnormal_dir), test_mask_dir=join(self.test_mask_dir),
+            test_abnormal_dir=join(self.test_abnormal_dir),
+            test_mask_dir=join(self.test_mask_dir),
         )
 
 
@@ -73,8 +78,7 @@ def layout_from_options(options: Mapping[str, str | Path | None]) -> FolderLayou
     option given as "" or None means "none" (e.g. abnormal_dir="" for normal-only)."""
     unknown = sorted(set(options) - set(LAYOUT_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown folder option(s) {', '.join(unknown)}; choices: "
-                          f"{', '.join(LAYOUT_OPTIONS)}")
+        raise ConfigError(f"unknown folder option(s) {', '.join(unknown)}; choices: {', '.join(LAYOUT_OPTIONS)}")
     values: dict[str, str | Path | None] = {}
     for name, value in options.items():
         if name == "mask_suffix":
@@ -86,9 +90,14 @@ def layout_from_options(options: Mapping[str, str | Path | None]) -> FolderLayou
     return FolderLayout(**values)
 
 
-def load_category(root: str | Path, category: str, layout: FolderLayout | None = None,
-                  domain: str = "industrial", classname: str | None = None,
-                  **layout_options: str | Path | None) -> CategoryData:
+def load_category(
+    root: str | Path,
+    category: str,
+    layout: FolderLayout | None = None,
+    domain: str = "industrial",
+    classname: str | None = None,
+    **layout_options: str | Path | None,
+) -> CategoryData:
     """Samples of a custom folder layout under `root`: `layout`, or FolderLayout fields given
     one by one as `layout_options` (see layout_from_options), or FolderLayout() by default."""
     root = Path(root)
@@ -105,19 +114,26 @@ def load_category(root: str | Path, category: str, layout: FolderLayout | None =
     test_normal = _normal(layout.test_normal_dir) if layout.test_normal_dir else normal
     test_abnormal = abnormal
     if layout.test_abnormal_dir is not None:
-        test_abnormal = _anomalous(layout.test_abnormal_dir,
-                                   layout.test_mask_dir or layout.mask_dir, suffixes)
+        test_abnormal = _anomalous(layout.test_abnormal_dir, layout.test_mask_dir or layout.mask_dir, suffixes)
     anomalies = abnormal + (test_abnormal if layout.test_abnormal_dir else ())
     maskless = [s.image for s in anomalies if s.mask is None]
     if maskless and len(maskless) < len(anomalies):  # masks for some anomalies but not all
-        raise DataError(f"{maskless[0].parent}: {len(maskless)} anomalous image(s) have no mask "
-                        "folder while others have one; give mask_dir and test_mask_dir")
+        raise DataError(
+            f"{maskless[0].parent}: {len(maskless)} anomalous image(s) have no mask "
+            "folder while others have one; give mask_dir and test_mask_dir"
+        )
     return CategoryData(
-        dataset="folder", category=category, root=root, domain=check_domain(domain),
+        dataset="folder",
+        category=category,
+        root=root,
+        domain=check_domain(domain),
         classname=classname or plain_name(category),
         has_masks=bool(anomalies) and not maskless,
-        normal_pool=normal, abnormal_pool=abnormal, test=test_normal + test_abnormal,
-        abnormal_pool_is_test=layout.test_abnormal_dir is None, shot_lists=None,
+        normal_pool=normal,
+        abnormal_pool=abnormal,
+        test=test_normal + test_abnormal,
+        abnormal_pool_is_test=layout.test_abnormal_dir is None,
+        shot_lists=None,
         prompt_set=generic_prompt_set(domain),
     )
 
@@ -129,8 +145,7 @@ def list_images(path_or_glob: str | Path, recursive: bool = False) -> list[Path]
         matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
         images = [p for p in matches if p.is_file() and is_image_file(p)]
         if not images:
-            raise DataError(f"{text}: pattern matched no image files "
-                            f"({len(matches)} path(s) matched, none an image)")
+            raise DataError(f"{text}: pattern matched no image files ({len(matches)} path(s) matched, none an image)")
         return images
     path = Path(text)
     if path.is_dir():
@@ -146,13 +161,11 @@ def _normal(folder: Path) -> tuple[Sample, ...]:
     return tuple(Sample(image=p, label=NORMAL) for p in list_image_files(folder, what="normal"))
 
 
-def _anomalous(folder: Path | None, mask_dir: Path | None,
-               suffixes: tuple[str, ...]) -> tuple[Sample, ...]:
+def _anomalous(folder: Path | None, mask_dir: Path | None, suffixes: tuple[str, ...]) -> tuple[Sample, ...]:
     if folder is None:
         return ()
     images = list_image_files(folder, what="abnormal")
     if mask_dir is None:
         return tuple(Sample(image=p, label=ANOMALOUS, defect="anomaly") for p in images)
     masks = pair_masks(images, index_masks(mask_dir, suffixes), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="anomaly")
-                 for p, m in zip(images, masks, strict=True))
+    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="anomaly") for p, m in zip(images, masks, strict=True))

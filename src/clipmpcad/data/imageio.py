@@ -136,7 +136,7 @@ def _scale_to_uint8(values: np.ndarray, path: Path) -> np.ndarray:
 
 def _dcmread(path: Path, stop_before_pixels: bool = False):  # -> pydicom.Dataset
     try:
-        import pydicom  # lazy: DICOM support is optional  # noqa: PLC0415
+        import pydicom  # lazy: DICOM support is optional
     except ImportError:
         raise DataError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from None
     try:
@@ -149,7 +149,7 @@ def _dcmread(path: Path, stop_before_pixels: bool = False):  # -> pydicom.Datase
 
 def _read_dicom_array(path: Path) -> np.ndarray:
     """Pixel data of a single-frame DICOM: (H, W) float for grayscale, (H, W, 3) for colour."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: PLC0415
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     ds = _dcmread(path)
     try:

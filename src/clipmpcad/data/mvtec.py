@@ -32,21 +32,20 @@ def list_categories(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir())
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir())
 
 
-def load_category(root: str | Path, category: str, dataset: str = "mvtec",
-                  domain: str = "industrial") -> CategoryData:
+def load_category(root: str | Path, category: str, dataset: str = "mvtec", domain: str = "industrial") -> CategoryData:
     """Samples of one category of an MVTec-layout dataset ("mvtec", "mpdd" or "btad")."""
     root = Path(root)
     if dataset not in NORMAL_FOLDERS:
-        raise DataError(f"{dataset!r} is not an MVTec-layout dataset; choices: "
-                        f"{', '.join(NORMAL_FOLDERS)}")
+        raise DataError(f"{dataset!r} is not an MVTec-layout dataset; choices: {', '.join(NORMAL_FOLDERS)}")
     categories = list_categories(root)
     if category not in categories:
-        raise DataError(f"{root}: no {dataset} category {category!r}; found: "
-                        f"{', '.join(categories) or 'none (no folder with train/ and test/)'}")
+        raise DataError(
+            f"{root}: no {dataset} category {category!r}; found: "
+            f"{', '.join(categories) or 'none (no folder with train/ and test/)'}"
+        )
     folder = root / category
     normal_names = NORMAL_FOLDERS[dataset]
     ground_truth = find_child(folder, "ground_truth")
@@ -56,18 +55,25 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec",
         test += _anomalous(defect_dir, ground_truth if has_masks else None)
     classname, prompt_set = industrial_names(dataset, category, check_domain(domain))
     return CategoryData(
-        dataset=dataset, category=category, root=root, domain=domain, classname=classname,
-        has_masks=has_masks, normal_pool=_normal(folder / "train", normal_names),
-        abnormal_pool=tuple(s for s in test if s.label == ANOMALOUS), test=test,
-        abnormal_pool_is_test=True, shot_lists=None, prompt_set=prompt_set,
+        dataset=dataset,
+        category=category,
+        root=root,
+        domain=domain,
+        classname=classname,
+        has_masks=has_masks,
+        normal_pool=_normal(folder / "train", normal_names),
+        abnormal_pool=tuple(s for s in test if s.label == ANOMALOUS),
+        test=test,
+        abnormal_pool_is_test=True,
+        shot_lists=None,
+        prompt_set=prompt_set,
     )
 
 
 def _normal(split: Path, names: tuple[str, ...]) -> tuple[Sample, ...]:
     good = next((p for n in names if (p := find_child(split, n)) and p.is_dir()), None)
     if good is None:
-        raise DataError(f"{split}: normal image folder not found (looked for "
-                        f"{' or '.join(names)})")
+        raise DataError(f"{split}: normal image folder not found (looked for {' or '.join(names)})")
     return tuple(Sample(image=p, label=NORMAL) for p in list_image_files(good))
 
 
@@ -83,9 +89,9 @@ def _anomalous(defect_dir: Path, ground_truth: Path | None) -> tuple[Sample, ...
         return tuple(Sample(image=p, label=ANOMALOUS, defect=defect) for p in images)
     mask_dir = find_child(ground_truth, defect)
     if mask_dir is None or not mask_dir.is_dir():
-        raise DataError(f"{ground_truth / defect}: mask folder not found for the {len(images)} "
-                        f"anomalous images of {defect_dir}: {show_names([p.name for p in images])}")
+        raise DataError(
+            f"{ground_truth / defect}: mask folder not found for the {len(images)} "
+            f"anomalous images of {defect_dir}: {show_names([p.name for p in images])}"
+        )
     masks = pair_masks(images, index_masks(mask_dir, MASK_SUFFIXES), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect=defect)
-                 for p, m in zip(images, masks, strict=True))
-
+    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect=defect) for p, m in zip(images, masks, strict=True))

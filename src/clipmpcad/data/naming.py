@@ -23,26 +23,56 @@ BMAD_CATEGORIES = {
 
 # Industrial sets: registry name → (prompt-set prefix, {category: object name}).
 INDUSTRIAL_CATEGORIES: dict[str, tuple[str, dict[str, str]]] = {
-    "mvtec": ("mvtec_ad", {
-        "bottle": "bottle", "cable": "cable", "capsule": "capsule", "carpet": "carpet",
-        "grid": "grid", "hazelnut": "hazelnut", "leather": "leather", "metal_nut": "metal nut",
-        "pill": "pill", "screw": "screw", "tile": "tile", "toothbrush": "toothbrush",
-        "transistor": "transistor", "wood": "wood", "zipper": "zipper",
-    }),
-    "mpdd": ("mpdd", {
-        "bracket_black": "black bracket", "bracket_brown": "brown bracket",
-        "bracket_white": "white bracket", "connector": "connector",
-        "metal_plate": "metal plate", "tubes": "tubes",
-    }),
+    "mvtec": (
+        "mvtec_ad",
+        {
+            "bottle": "bottle",
+            "cable": "cable",
+            "capsule": "capsule",
+            "carpet": "carpet",
+            "grid": "grid",
+            "hazelnut": "hazelnut",
+            "leather": "leather",
+            "metal_nut": "metal nut",
+            "pill": "pill",
+            "screw": "screw",
+            "tile": "tile",
+            "toothbrush": "toothbrush",
+            "transistor": "transistor",
+            "wood": "wood",
+            "zipper": "zipper",
+        },
+    ),
+    "mpdd": (
+        "mpdd",
+        {
+            "bracket_black": "black bracket",
+            "bracket_brown": "brown bracket",
+            "bracket_white": "white bracket",
+            "connector": "connector",
+            "metal_plate": "metal plate",
+            "tubes": "tubes",
+        },
+    ),
     # BTAD names its three products only by number; "object" keeps prompts grammatical.
     "btad": ("btad", {"01": "object", "02": "object", "03": "object"}),
-    "visa": ("visa", {
-        "candle": "candle", "capsules": "capsules", "cashew": "cashew",
-        "chewinggum": "chewing gum", "fryum": "fryum", "macaroni1": "macaroni",
-        "macaroni2": "macaroni", "pcb1": "printed circuit board",
-        "pcb2": "printed circuit board", "pcb3": "printed circuit board",
-        "pcb4": "printed circuit board", "pipe_fryum": "pipe fryum",
-    }),
+    "visa": (
+        "visa",
+        {
+            "candle": "candle",
+            "capsules": "capsules",
+            "cashew": "cashew",
+            "chewinggum": "chewing gum",
+            "fryum": "fryum",
+            "macaroni1": "macaroni",
+            "macaroni2": "macaroni",
+            "pcb1": "printed circuit board",
+            "pcb2": "printed circuit board",
+            "pcb3": "printed circuit board",
+            "pcb4": "printed circuit board",
+            "pipe_fryum": "pipe fryum",
+        },
+    ),
 }
 
 

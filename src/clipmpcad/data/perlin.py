@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def perlin_noise(shape: tuple[int, int], cells: tuple[int, int],
-                 rng: np.random.Generator) -> np.ndarray:
+def perlin_noise(shape: tuple[int, int], cells: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Noise (H, W) in about [-1, 1], smooth at the scale of H/cells_y × W/cells_x pixels."""
     h, w = shape
     cy, cx = max(1, int(cells[0])), max(1, int(cells[1]))
@@ -30,8 +29,9 @@ def perlin_noise(shape: tuple[int, int], cells: tuple[int, int],
     return np.sqrt(2.0) * (top * (1 - v) + bottom * v)  # (H, W)
 
 
-def fractal_noise(shape: tuple[int, int], cells: int, octaves: int, rng: np.random.Generator,
-                  persistence: float = 0.5) -> np.ndarray:
+def fractal_noise(
+    shape: tuple[int, int], cells: int, octaves: int, rng: np.random.Generator, persistence: float = 0.5
+) -> np.ndarray:
     """Sum of `octaves` Perlin layers, cell count doubling and amplitude × persistence each time,
     scaled back to about [-1, 1]. (H, W)."""
     total = np.zeros(shape)
@@ -44,8 +44,14 @@ def fractal_noise(shape: tuple[int, int], cells: int, octaves: int, rng: np.rand
     return total / norm
 
 
-def perlin_blob(shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float],
-                angle: float, rng: np.random.Generator, roughness: float = 0.35) -> np.ndarray:
+def perlin_blob(
+    shape: tuple[int, int],
+    center: tuple[float, float],
+    radii: tuple[float, float],
+    angle: float,
+    rng: np.random.Generator,
+    roughness: float = 0.35,
+) -> np.ndarray:
     """Bool mask (H, W) of an ellipse whose outline is pushed in and out by Perlin noise.
 
     Args:
@@ -57,8 +63,9 @@ def perlin_blob(shape: tuple[int, int], center: tuple[float, float], radii: tupl
     return distance + roughness * wobble < 1.0
 
 
-def ellipse_distance(shape: tuple[int, int], center: tuple[float, float],
-                     radii: tuple[float, float], angle: float = 0.0) -> np.ndarray:
+def ellipse_distance(
+    shape: tuple[int, int], center: tuple[float, float], radii: tuple[float, float], angle: float = 0.0
+) -> np.ndarray:
     """Normalised elliptical distance (H, W): 0 at the centre, 1 on the outline."""
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     dy, dx = yy - center[0], xx - center[1]

@@ -17,9 +17,6 @@ written under a temporary name and renamed into place; a non-empty target is ref
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipmpcad.atomic import staged_folder
 from clipmpcad.data.synthetic_images import Drawn, draw_brain, draw_chest, draw_tile
 from clipmpcad.errors import ConfigError, DataError
 
@@ -74,36 +72,42 @@ class SyntheticBenchmark:
     sets: tuple[SyntheticSet, ...]  # (dataset, root, category) of each set to run
 
 
-def generate_benchmark(root: str | Path, seed: int = 0, config: SynthConfig | None = None,
-                       overwrite: bool = False) -> SyntheticBenchmark:
+def generate_benchmark(
+    root: str | Path, seed: int = 0, config: SynthConfig | None = None, overwrite: bool = False
+) -> SyntheticBenchmark:
     """Write SynthBrain and SynthChest (BMAD layout) and synth_tile (MVTec layout) under `root`."""
     root, config = Path(root), config or SynthConfig()
     with _atomic_folder(root, overwrite) as tmp:
         write_synth_brain(tmp / "bmad", seed, config)
         write_synth_chest(tmp / "bmad", seed, config)
         write_synth_tile(tmp / "mvtec", seed, config)
-    sets = (SyntheticSet("bmad", root / "bmad", "SynthBrain"),
-            SyntheticSet("bmad", root / "bmad", "SynthChest"),
-            SyntheticSet("mvtec", root / "mvtec", "synth_tile"))
+    sets = (
+        SyntheticSet("bmad", root / "bmad", "SynthBrain"),
+        SyntheticSet("bmad", root / "bmad", "SynthChest"),
+        SyntheticSet("mvtec", root / "mvtec", "synth_tile"),
+    )
     return SyntheticBenchmark(root=root, seed=seed, config=config, sets=sets)
 
 
-def write_synth_brain(root: str | Path, seed: int = 0, config: SynthConfig | None = None,
-                      overwrite: bool = False) -> SyntheticSet:
+def write_synth_brain(
+    root: str | Path, seed: int = 0, config: SynthConfig | None = None, overwrite: bool = False
+) -> SyntheticSet:
     """MRI-like brain slices with lesion masks, BMAD/MVFA layout, under the dataset root `root`."""
-    return _write_bmad_set(Path(root), "SynthBrain", _BRAIN, draw_brain, True,
-                           seed, config or SynthConfig(), overwrite)
+    return _write_bmad_set(Path(root), "SynthBrain", _BRAIN, draw_brain, True, seed, config or SynthConfig(), overwrite)
 
 
-def write_synth_chest(root: str | Path, seed: int = 0, config: SynthConfig | None = None,
-                      overwrite: bool = False) -> SyntheticSet:
+def write_synth_chest(
+    root: str | Path, seed: int = 0, config: SynthConfig | None = None, overwrite: bool = False
+) -> SyntheticSet:
     """X-ray-like chest films with opacities, BMAD layout without masks (classification only)."""
-    return _write_bmad_set(Path(root), "SynthChest", _CHEST, draw_chest, False,
-                           seed, config or SynthConfig(), overwrite)
+    return _write_bmad_set(
+        Path(root), "SynthChest", _CHEST, draw_chest, False, seed, config or SynthConfig(), overwrite
+    )
 
 
-def write_synth_tile(root: str | Path, seed: int = 0, config: SynthConfig | None = None,
-                     overwrite: bool = False) -> SyntheticSet:
+def write_synth_tile(
+    root: str | Path, seed: int = 0, config: SynthConfig | None = None, overwrite: bool = False
+) -> SyntheticSet:
     """Tiled surfaces with scratches and stains, MVTec layout, as category `synth_tile`."""
     root, config = Path(root), config or SynthConfig()
     counts = np.array_split(np.arange(config.n_test_abnormal), len(TILE_DEFECTS))
@@ -119,20 +123,30 @@ def write_synth_tile(root: str | Path, seed: int = 0, config: SynthConfig | None
     return SyntheticSet("mvtec", root, "synth_tile")
 
 
-def _write_bmad_set(root: Path, name: str, code: int, draw: Callable[..., Drawn],
-                    with_masks: bool, seed: int, config: SynthConfig,
-                    overwrite: bool) -> SyntheticSet:
+def _write_bmad_set(
+    root: Path,
+    name: str,
+    code: int,
+    draw: Callable[..., Drawn],
+    with_masks: bool,
+    seed: int,
+    config: SynthConfig,
+    overwrite: bool,
+) -> SyntheticSet:
     data_dir, list_dir = root / f"{name}_AD", root / "fewshot_seed" / name
     for target in (data_dir, list_dir):
         _refuse_existing(target, overwrite)
-    folders = [("valid", "good", config.n_pool), ("valid", "Ungood", config.n_pool),
-               ("test", "good", config.n_test_normal), ("test", "Ungood", config.n_test_abnormal)]
+    folders = [
+        ("valid", "good", config.n_pool),
+        ("valid", "Ungood", config.n_pool),
+        ("test", "good", config.n_test_normal),
+        ("test", "Ungood", config.n_test_abnormal),
+    ]
     pools: dict[str, list[str]] = {"good": [], "Ungood": []}
     with _atomic_folder(data_dir, overwrite) as tmp, _atomic_folder(list_dir, overwrite) as lists:
         for folder_code, (split, group, count) in enumerate(folders):
             for i in range(count):
-                drawn = draw(config.image_size, _image_rng(seed, code, folder_code, i),
-                             group == "Ungood")
+                drawn = draw(config.image_size, _image_rng(seed, code, folder_code, i), group == "Ungood")
                 fname = f"{folder_code}{i:04d}.png"
                 _save(drawn.pixels, tmp / split / group / "img" / fname)
                 if with_masks and group == "Ungood":
@@ -169,25 +183,12 @@ def _save(pixels: np.ndarray, path: Path) -> None:
 
 def _refuse_existing(target: Path, overwrite: bool) -> None:
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise DataError(f"{target}: already exists and is not empty; pass overwrite=True "
-                        "(--overwrite) to replace it")
+        raise DataError(f"{target}: already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
 
 
 @contextmanager
 def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target` by rename."""
     _refuse_existing(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staged_folder(target) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tmp.chmod(0o755)  # mkdtemp makes it private
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()

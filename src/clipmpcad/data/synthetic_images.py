@@ -43,8 +43,9 @@ def draw_brain(size: int, rng: np.random.Generator, anomalous: bool) -> Drawn:
     img[brain] = 0.42 + 0.10 * texture[brain] + np.where(texture[brain] > 0.05, 0.08, 0.0)
     img[brain & folds & (d > 0.60)] -= 0.14
     for side in (-1, 1):  # ventricles, mirrored about the midline
-        v = ellipse_distance(shape, (center[0] - 0.05 * size, center[1] + side * 0.07 * size),
-                             (0.11 * size, 0.04 * size), side * 0.35)
+        v = ellipse_distance(
+            shape, (center[0] - 0.05 * size, center[1] + side * 0.07 * size), (0.11 * size, 0.04 * size), side * 0.35
+        )
         img[v < 1.0] = 0.14
     img += rng.normal(0.0, 0.015, shape)
     mask = np.zeros(shape, dtype=bool)
@@ -66,14 +67,14 @@ def draw_chest(size: int, rng: np.random.Generator, anomalous: bool) -> Drawn:
     img = np.where(body, 0.62, 0.08) + 0.05 * fractal_noise(shape, 3, 2, rng)
     lungs = np.zeros(shape, dtype=bool)
     for side in (-1, 1):
-        lung = ellipse_distance(shape, (0.47 * size, (mid + side * 0.2) * size),
-                                (0.31 * size, 0.14 * size), side * 0.08)
+        lung = ellipse_distance(
+            shape, (0.47 * size, (mid + side * 0.2) * size), (0.31 * size, 0.14 * size), side * 0.08
+        )
         lungs |= lung < 1.0
     ribs = np.sin(2 * np.pi * (yy + 0.9 * (xx - mid) ** 2) / rng.uniform(0.085, 0.1)) > 0.55
     img[lungs] = 0.24 + 0.04 * fractal_noise(shape, 6, 2, rng)[lungs]
     img[lungs & ribs] += 0.12
-    heart = ellipse_distance(shape, (0.62 * size, (mid - 0.05) * size),
-                             (0.14 * size, 0.12 * size)) < 1
+    heart = ellipse_distance(shape, (0.62 * size, (mid - 0.05) * size), (0.14 * size, 0.12 * size)) < 1
     img[(heart | (np.abs(xx - mid) < 0.05)) & body] = 0.70
     img = ndimage.gaussian_filter(img, 0.8) + rng.normal(0.0, 0.012, shape)
     mask = np.zeros(shape, dtype=bool)
@@ -110,8 +111,9 @@ def draw_tile(size: int, rng: np.random.Generator, defect: str | None) -> Drawn:
     return Drawn(_to_uint8(img), mask)
 
 
-def _place_blob(shape: tuple[int, int], region: np.ndarray, rng: np.random.Generator,
-                area: tuple[float, float] = AREA_RANGE) -> np.ndarray:
+def _place_blob(
+    shape: tuple[int, int], region: np.ndarray, rng: np.random.Generator, area: tuple[float, float] = AREA_RANGE
+) -> np.ndarray:
     """A Perlin-edged elliptical blob inside `region` covering a fraction `area` of the image."""
     h, w = shape
     candidates = np.argwhere(ndimage.binary_erosion(region, iterations=max(2, h // 16)))

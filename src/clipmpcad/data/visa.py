@@ -30,15 +30,15 @@ def list_categories(root: str | Path, split_file: str = SPLIT_FILE) -> list[str]
     return sorted({row["object"] for row in _read_rows(Path(root), split_file)})
 
 
-def load_category(root: str | Path, category: str, split_file: str = SPLIT_FILE,
-                  domain: str = "industrial") -> CategoryData:
+def load_category(
+    root: str | Path, category: str, split_file: str = SPLIT_FILE, domain: str = "industrial"
+) -> CategoryData:
     """Samples of one VisA object as the split file assigns them."""
     root = Path(root)
     rows = _read_rows(root, split_file)
     objects = sorted({row["object"] for row in rows})
     if category not in objects:
-        raise DataError(f"{root / split_file}: no VisA object {category!r}; found: "
-                        f"{', '.join(objects)}")
+        raise DataError(f"{root / split_file}: no VisA object {category!r}; found: {', '.join(objects)}")
     samples = {"train": [], "test": []}
     for row in (r for r in rows if r["object"] == category):
         samples[row["split"]].append(_sample(root, row))
@@ -48,11 +48,17 @@ def load_category(root: str | Path, category: str, split_file: str = SPLIT_FILE,
     train_anomalies = tuple(s for s in train if s.label == ANOMALOUS)
     classname, prompt_set = industrial_names("visa", category, check_domain(domain))
     return CategoryData(
-        dataset="visa", category=category, root=root, domain=domain, classname=classname,
+        dataset="visa",
+        category=category,
+        root=root,
+        domain=domain,
+        classname=classname,
         has_masks=any(s.mask is not None for s in samples["train"] + samples["test"]),
         normal_pool=tuple(s for s in train if s.label == NORMAL),
         abnormal_pool=train_anomalies or tuple(s for s in test if s.label == ANOMALOUS),
-        test=test, abnormal_pool_is_test=not train_anomalies, shot_lists=None,
+        test=test,
+        abnormal_pool_is_test=not train_anomalies,
+        shot_lists=None,
         prompt_set=prompt_set,
     )
 
@@ -65,15 +71,18 @@ def _read_rows(root: Path, split_file: str) -> list[dict[str, str]]:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{path}: split file lacks column(s) {', '.join(missing)}; "
-                            f"expected header {','.join(COLUMNS)}")
+            raise DataError(
+                f"{path}: split file lacks column(s) {', '.join(missing)}; expected header {','.join(COLUMNS)}"
+            )
         rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
         raise DataError(f"{path}: split file has no rows")
     for line, row in enumerate(rows, start=2):
         if row["split"] not in ("train", "test") or row["label"] not in LABELS:
-            raise DataError(f"{path}:{line}: split must be train/test and label normal/anomaly, "
-                            f"got {row['split']!r}, {row['label']!r}")
+            raise DataError(
+                f"{path}:{line}: split must be train/test and label normal/anomaly, "
+                f"got {row['split']!r}, {row['label']!r}"
+            )
     return rows
 
 
@@ -88,10 +97,8 @@ def _check_files(split_path: Path, samples: list[Sample]) -> None:
     """Every file named must exist, and if any anomaly has a mask, every anomaly must."""
     missing = [str(p) for s in samples for p in (s.image, s.mask) if p and not p.is_file()]
     if missing:
-        raise DataError(f"{split_path}: names {len(missing)} file(s) that do not exist: "
-                        f"{show_names(missing)}")
+        raise DataError(f"{split_path}: names {len(missing)} file(s) that do not exist: {show_names(missing)}")
     anomalies = [s for s in samples if s.label == ANOMALOUS]
     maskless = [s.image.name for s in anomalies if s.mask is None]
     if maskless and len(maskless) < len(anomalies):
-        raise DataError(f"{split_path}: {len(maskless)} anomalous image(s) have no mask: "
-                        f"{show_names(maskless)}")
+        raise DataError(f"{split_path}: {len(maskless)} anomalous image(s) have no mask: {show_names(maskless)}")

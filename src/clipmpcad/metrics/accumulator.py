@@ -126,9 +126,7 @@ class MetricsAccumulator:
     def _add_same_size(self, maps: np.ndarray, masks: np.ndarray | None, b: int) -> None:
         """maps (B,H,W), masks (B,H,W) or None."""
         if maps.ndim != 3 or len(maps) != b:
-            raise DataError(
-                f"maps must have shape (B={b},H,W) or be a list of {b} (H,W) maps, got {maps.shape}"
-            )
+            raise DataError(f"maps must have shape (B={b},H,W) or be a list of {b} (H,W) maps, got {maps.shape}")
         if masks is not None and masks.shape != maps.shape:
             raise DataError(
                 f"mask shape {masks.shape} differs from map shape {maps.shape}: "

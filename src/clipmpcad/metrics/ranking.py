@@ -94,9 +94,7 @@ def rank_scores(scores: np.ndarray, labels: np.ndarray) -> Ranking:
     return ranking_from_sorted(*split_sorted(scores, labels))
 
 
-def curves_from_sorted(
-    normal: np.ndarray, anomalous: np.ndarray, max_points: int | None = None
-) -> Curves | None:
+def curves_from_sorted(normal: np.ndarray, anomalous: np.ndarray, max_points: int | None = None) -> Curves | None:
     """ROC and PR curves from each class's ascending scores; None when a class is missing.
 
     Args:

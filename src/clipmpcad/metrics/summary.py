@@ -101,9 +101,7 @@ def _row(level: str, dataset: str, category: str, shot: int, per_metric: dict) -
     return SummaryRow(level, dataset, category, shot, values)
 
 
-def summarize(
-    results: Sequence[RunResult], metrics: Sequence[str] = RATIO_METRICS
-) -> tuple[SummaryRow, ...]:
+def summarize(results: Sequence[RunResult], metrics: Sequence[str] = RATIO_METRICS) -> tuple[SummaryRow, ...]:
     """Category rows, then each dataset's average row, per shot, then the overall rows.
 
     Rows keep the order in which datasets, categories and shots first appear in `results`.
@@ -116,9 +114,7 @@ def summarize(
         for dataset in dict.fromkeys(r.dataset for r in results):
             members = [k for k in keys if k[0] == dataset and k[2] == shot]
             for key in members:
-                rows.append(
-                    _row("category", dataset, key[1], shot, {m: cells[m][key] for m in metrics})
-                )
+                rows.append(_row("category", dataset, key[1], shot, {m: cells[m][key] for m in metrics}))
             if members:
                 averages = {m: _group(cells[m][k] for k in members) for m in metrics}
                 dataset_averages.append(averages)

@@ -7,7 +7,6 @@ from .figures import (
     png16_to_anomaly_map,
     roc_pr_figure,
     save_png,
-    write_atomic,
 )
 from .html import Case, write_report
 from .tables import BenchmarkTable, RunTable, benchmark_table, run_table
@@ -24,6 +23,5 @@ __all__ = [
     "roc_pr_figure",
     "run_table",
     "save_png",
-    "write_atomic",
     "write_report",
 ]

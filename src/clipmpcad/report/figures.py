@@ -7,8 +7,6 @@ canvas only (no pyplot state, no display); files are written atomically (STYLE Â
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from matplotlib.figure import Figure
 from PIL import Image, PngImagePlugin
 from scipy import ndimage
 
+from ..atomic import write_bytes
 from ..errors import DataError
 from ..metrics import Curves
 
@@ -70,9 +69,7 @@ def heatmap_overlay(
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def draw_contour(
-    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int = 1
-) -> np.ndarray:
+def draw_contour(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int = 1) -> np.ndarray:
     """Copy of `image` (H,W,3) uint8 with the inner outline of `mask` (H,W) painted in `color`.
 
     The outline is the mask minus its 4-connected erosion (`thickness` times); the image border
@@ -113,20 +110,6 @@ def roc_pr_figure(curves: Mapping[str, Curves], title: str = "") -> bytes:
     return buffer.getvalue()
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write bytes to a temporary file next to `path`, then rename it into place."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def png_bytes(array: np.ndarray, text: Mapping[str, str] | None = None) -> bytes:
     """Encode (H,W) uint8/uint16 or (H,W,3) uint8 as PNG, with optional text chunks."""
     grey = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
@@ -144,7 +127,7 @@ def png_bytes(array: np.ndarray, text: Mapping[str, str] | None = None) -> bytes
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Save (H,W) uint8/uint16 or (H,W,3) uint8 as a PNG file, atomically."""
-    return write_atomic(path, png_bytes(array))
+    return write_bytes(path, png_bytes(array))
 
 
 def anomaly_map_to_png16(amap: np.ndarray, vmin: float, vmax: float) -> bytes:

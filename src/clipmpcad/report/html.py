@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..atomic import write_text
 from ..errors import DataError
 from ..metrics import Curves
 from ..protocols import PROTOCOLS
@@ -29,7 +30,6 @@ from .figures import (
     heatmap_overlay,
     png_bytes,
     roc_pr_figure,
-    write_atomic,
 )
 from .tables import run_table
 
@@ -196,4 +196,4 @@ def write_report(
         f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>",
         "</body></html>",
     ]
-    return write_atomic(path, "\n".join(parts).encode("utf-8"))
+    return write_text(path, "\n".join(parts))

@@ -22,21 +22,35 @@ if TYPE_CHECKING:  # import cycles: these modules import the report lazily
 DISPLAY_RANGE = (0.0, 1.0)  # fused maps: 0–1 spans the normal references (clean) or the test set (paper)
 
 
-def case_for(sample: Sample, amap: torch.Tensor, score: float, has_masks: bool, threshold: float,
-             pixel_threshold: float) -> Case:
+def case_for(
+    sample: Sample, amap: torch.Tensor, score: float, has_masks: bool, threshold: float, pixel_threshold: float
+) -> Case:
     """One report case at the image's original size."""
     image = np.asarray(read_image(sample.image))
     h, w = image.shape[:2]
     resized = F.interpolate(amap[None, None].float().cpu(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     return Case(
-        name=sample.image.name, image=image, amap=resized.numpy(),
-        gt_mask=read_original_mask(sample) if has_masks else None, label=int(sample.label), score=score,
-        threshold=threshold, pixel_threshold=pixel_threshold, vmin=DISPLAY_RANGE[0], vmax=DISPLAY_RANGE[1],
+        name=sample.image.name,
+        image=image,
+        amap=resized.numpy(),
+        gt_mask=read_original_mask(sample) if has_masks else None,
+        label=int(sample.label),
+        score=score,
+        threshold=threshold,
+        pixel_threshold=pixel_threshold,
+        vmin=DISPLAY_RANGE[0],
+        vmax=DISPLAY_RANGE[1],
     )
 
 
-def write_run_report(run: TrainedRun, cfg: RunConfig, samples: Sequence[Sample], result: Evaluation,
-                     record: dict[str, Any], max_cases: int = 48) -> None:
+def write_run_report(
+    run: TrainedRun,
+    cfg: RunConfig,
+    samples: Sequence[Sample],
+    result: Evaluation,
+    record: dict[str, Any],
+    max_cases: int = 48,
+) -> None:
     from ..evaluation import batches  # local: evaluation imports the detector
 
     cal = run.detector.calibration
@@ -46,12 +60,27 @@ def write_run_report(run: TrainedRun, cfg: RunConfig, samples: Sequence[Sample],
     for batch in batches(chosen, run.prep, cfg.eval.batch_size, 0):
         scores = run.detector.score(batch.images)
         for i, index in enumerate(batch.indices.tolist()):
-            cases.append(case_for(chosen[index], scores.anomaly_map[i], float(scores.image_score[i]),
-                                  run.meta.has_masks, cal.image_threshold, cal.pixel_threshold))
-    title = f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
+            cases.append(
+                case_for(
+                    chosen[index],
+                    scores.anomaly_map[i],
+                    float(scores.image_score[i]),
+                    run.meta.has_masks,
+                    cal.image_threshold,
+                    cal.pixel_threshold,
+                )
+            )
+    title = (
+        f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
+    )
     config = {**cfg.to_dict(), "test_selected": record["test_selected"], "backbone_info": record["backbone"]}
     write_report(
-        run.run_dir / "report.html", title=title, config=config, metrics=record,
-        curves={"image": result.curves.image, "pixel": result.curves.pixel}, cases=cases,
-        max_cases=max_cases, sigma=cfg.eval.sigma or None,
+        run.run_dir / "report.html",
+        title=title,
+        config=config,
+        metrics=record,
+        curves={"image": result.curves.image, "pixel": result.curves.pixel},
+        cases=cases,
+        max_cases=max_cases,
+        sigma=cfg.eval.sigma or None,
     )

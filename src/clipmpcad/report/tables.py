@@ -51,9 +51,7 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _html(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -118,9 +116,7 @@ class BenchmarkTable:
 
     def to_markdown(self) -> str:
         header = ["dataset", "category", "shot", "seeds", *(LABELS.get(m, m) for m in self.metrics)]
-        rows = [
-            self._key_cells(r) + [percent_pm(r.values[m]) for m in self.metrics] for r in self.rows
-        ]
+        rows = [self._key_cells(r) + [percent_pm(r.values[m]) for m in self.metrics] for r in self.rows]
         return _markdown(header, rows)
 
     def to_csv(self) -> str:
@@ -144,17 +140,12 @@ class BenchmarkTable:
         """Raw fractions: {"mean", "std", "n"} per metric, null where missing."""
         records = []
         for r in self.rows:
-            values = {
-                m: None if v is None else {"mean": v.mean, "std": v.std, "n": v.n}
-                for m, v in r.values.items()
-            }
+            values = {m: None if v is None else {"mean": v.mean, "std": v.std, "n": v.n} for m, v in r.values.items()}
             record = {"level": r.level, "dataset": r.dataset, "category": r.category}
             records.append({**record, "shot": r.shot, "metrics": values})
         return json.dumps(records, indent=2)
 
 
-def benchmark_table(
-    results: Sequence[RunResult], metrics: Sequence[str] = RATIO_METRICS
-) -> BenchmarkTable:
+def benchmark_table(results: Sequence[RunResult], metrics: Sequence[str] = RATIO_METRICS) -> BenchmarkTable:
     """Summarise benchmark cells (see metrics.summary.summarize) into a printable table."""
     return BenchmarkTable(rows=summarize(results, metrics), metrics=tuple(metrics))

@@ -45,3 +45,11 @@ def test_equal_and_learned_level_weights() -> None:
         learned.seg_logits.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
     w = learned.level_weights("seg").detach()
     assert abs(float(w.sum()) - 4.0) < 1e-5 and w[0] > 3.5
+
+
+def test_per_sample_prototypes_equal_one_call_per_sample() -> None:
+    med = torch.randn(3, 1 + 4, 8)
+    protos = F.normalize(torch.randn(3, 8, 2), dim=1)
+    together = patch_logits(med, protos, (2, 2))
+    for i in range(3):
+        torch.testing.assert_close(together[i], patch_logits(med[i : i + 1], protos[i], (2, 2))[0])

@@ -16,10 +16,13 @@ LOGIT_SCALE = 100.0  # CLIP's trained temperature, as MVFA and April-GAN use it
 
 
 def patch_logits(med: torch.Tensor, prototypes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Δ logits of the patch tokens: med (B, 1+N, D), prototypes (D, 2) → (B, h, w)."""
+    """Δ logits of the patch tokens: med (B, 1+N, D), prototypes (D, 2), or (B, D, 2) when each
+    sample has its own (training on several categories) → (B, h, w)."""
     p = F.normalize(med[:, 1:].float(), dim=-1)  # (B, N, D)
-    direction = prototypes[:, 1] - prototypes[:, 0]  # (D,)
-    return (LOGIT_SCALE * p @ direction).view(-1, *grid)
+    direction = prototypes[..., 1] - prototypes[..., 0]  # (D,) or (B, D)
+    if direction.ndim == 1:
+        return (LOGIT_SCALE * p @ direction).view(-1, *grid)
+    return (LOGIT_SCALE * torch.einsum("bnd,bd->bn", p, direction)).view(-1, *grid)
 
 
 def upsample(grids: torch.Tensor, size: int) -> torch.Tensor:

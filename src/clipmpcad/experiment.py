@@ -76,11 +76,11 @@ def build_prototypes(backbone: Backbone, cfg: RunConfig, data: CategoryData) -> 
 
 def load_support(shots: Shots, prep: Preprocess, views: int, seed: int, has_masks: bool) -> SupportSet:
     """Support views: k normal then k abnormal images (synthesised when there are none), × views."""
-    normal = load_batch(shots.normal, prep.image_size, prep.normalize)
+    normal = load_batch(shots.normal, prep.image_size, prep.normalize, prep.mean, prep.std)
     images, masks = normal.images, normal.masks
     labels = [0] * len(shots.normal)
     if shots.abnormal:
-        abnormal = load_batch(shots.abnormal, prep.image_size, prep.normalize)
+        abnormal = load_batch(shots.abnormal, prep.image_size, prep.normalize, prep.mean, prep.std)
         images, masks = torch.cat([images, abnormal.images]), torch.cat([masks, abnormal.masks])
         labels += [1] * len(shots.abnormal)
     elif shots.normal:  # normal-only (METHOD §8): anomalies synthesised on the normal shots
@@ -131,7 +131,6 @@ def train_run(
     backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
     prep = preprocess_for(backbone, data, protocol)
     prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
-    backbone.drop_text()
     adapter = cfg.adapter if protocol.trains or sources else None
     with fixed_torch_seed(cfg.seed):
         model = ClipMPCAD(backbone, prototypes, adapter, cfg.decoder).to(device)
@@ -143,6 +142,7 @@ def train_run(
         lr = cfg.train.lr or LEARNING_RATES[data.domain]
     else:  # training-free zero-shot: nothing to fit
         support, lr = None, 0.0
+    backbone.drop_text()  # every prototype exists now
     selector = _BestEpoch(model, data, shots, prep, cfg, device) if protocol.epoch_rule == "best" else None
     history = TrainHistory()
     if support is not None:
@@ -191,12 +191,17 @@ def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryDat
 
 
 def _source_support(cfg: RunConfig, sources: list[CategoryData], backbone: Backbone, protocol: Protocol) -> SupportSet:
-    """Support views of every source category (k normal + k abnormal shots each)."""
+    """Support views of every source category (k normal + k abnormal shots each), each view with
+    its own category's text prototypes (its prompt set and object name, as MVFA trains)."""
+    own_prompts = cfg.with_overrides({"prompts.prompt_set": None, "prompts.classname": None})
     sets = []
     for data in sources:
         shots = select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source)
         prep = preprocess_for(backbone, data, protocol)
-        sets.append(load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks))
+        support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
+        prototypes, _, _ = build_prototypes(backbone, own_prompts, data)
+        support.prototypes = prototypes.expand(len(support), *prototypes.shape)  # (V, D, 2)
+        sets.append(support)
     return SupportSet.concat(sets)
 
 

@@ -23,9 +23,17 @@ from .atomic import save_torch, staged_folder, write_bytes, write_json, write_te
 from .errors import CheckpointError, ConfigError
 
 __all__ = [
-    "check_new_run_dir", "load_torch", "read_json", "require_run_dir", "save_torch", "staged_run_dir",
-    "write_bytes", "write_json", "write_text",
+    "check_new_run_dir",
+    "load_torch",
+    "read_json",
+    "require_run_dir",
+    "save_torch",
+    "staged_run_dir",
+    "write_bytes",
+    "write_json",
+    "write_text",
 ]
+
 
 def load_torch(path: str | Path) -> Any:
     path = Path(path)

@@ -30,13 +30,17 @@ class SupportSet:
     labels: torch.Tensor
     groups: torch.Tensor
     seg: torch.Tensor
+    prototypes: torch.Tensor | None = None  # (V, D, 2): each view's own text prototypes; None: the model's
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def select(self, label: int) -> SupportSet:
         keep = self.labels == label
-        return SupportSet(self.images[keep], self.masks[keep], self.labels[keep], self.groups[keep], self.seg[keep])
+        protos = None if self.prototypes is None else self.prototypes[keep]
+        return SupportSet(
+            self.images[keep], self.masks[keep], self.labels[keep], self.groups[keep], self.seg[keep], protos
+        )
 
     @staticmethod
     def concat(sets: list[SupportSet]) -> SupportSet:
@@ -48,6 +52,7 @@ class SupportSet:
             torch.cat([s.labels for s in sets]),
             torch.cat([s.groups + o for s, o in zip(sets, offsets, strict=True)]),
             torch.cat([s.seg for s in sets]),
+            None if any(s.prototypes is None for s in sets) else torch.cat([s.prototypes for s in sets]),
         )
 
 
@@ -58,18 +63,27 @@ class TrainHistory:
 
 
 def objective(
-    model: ClipMPCAD, prefix: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, seg: torch.Tensor
+    model: ClipMPCAD,
+    prefix: torch.Tensor,
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    seg: torch.Tensor,
+    prototypes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample loss (B,): sum over levels of focal + dice (where `seg`) and BCE on the detection score."""
+    """Per-sample loss (B,): sum over levels of focal + dice (where `seg`) and BCE on the detection score.
+
+    prototypes (B, D, 2): each sample's own text prototypes (training on several categories).
+    """
     feats = model.features(prefix=prefix)
     size = masks.shape[-1]
     mask = masks[:, 0]  # (B, S, S)
-    det_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.det], dim=1)
+    protos = model.prototypes if prototypes is None else prototypes
+    det_logits = torch.stack([patch_logits(f, protos, model.grid) for f in feats.det], dim=1)
     det = detection_scores(det_logits)  # (B, L)
     loss = det.new_zeros(det.shape[0], dtype=torch.float32)
     probs = None
     if bool(seg.any()):
-        seg_logits = torch.stack([patch_logits(f, model.prototypes, model.grid) for f in feats.seg], dim=1)
+        seg_logits = torch.stack([patch_logits(f, protos, model.grid) for f in feats.seg], dim=1)
         probs = anomaly_probability(seg_logits, size)  # (B, L, S, S)
     weight = seg.float()
     for level in range(det.shape[1]):
@@ -119,6 +133,7 @@ def fit(
     micro = cfg.micro_batch or default_micro_batch(cfg.batch_size, device)
     prefixes = compute_prefixes(model, support.images, device, micro)
     masks, labels, seg = support.masks.to(device), support.labels.float().to(device), support.seg.to(device)
+    protos = None if support.prototypes is None else support.prototypes.to(device)
     optimisers = [
         torch.optim.Adam(params, lr=lr, betas=cfg.betas, fused=True)  # one kernel per step, CPU and GPU
         for params in (model.branch_parameters("seg"), model.branch_parameters("det"))
@@ -136,7 +151,9 @@ def fit(
             for m in range(0, batch.numel(), micro):
                 idx = batch[m : m + micro]
                 with autocast(device):
-                    losses = objective(model, prefixes[idx], masks[idx], labels[idx], seg[idx])  # (b,)
+                    losses = objective(
+                        model, prefixes[idx], masks[idx], labels[idx], seg[idx], None if protos is None else protos[idx]
+                    )  # (b,)
                 (losses.sum() / batch.numel()).backward()  # gradients of the step's mean loss
                 total += float(losses.detach().sum())
             for opt in optimisers:

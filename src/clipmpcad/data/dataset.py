@@ -127,9 +127,15 @@ def collate(items: Sequence[Item]) -> Batch:
     )
 
 
-def load_batch(samples: Sequence[Sample], image_size: int, normalize: bool = True) -> Batch:
+def load_batch(
+    samples: Sequence[Sample],
+    image_size: int,
+    normalize: bool = True,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+) -> Batch:
     """All `samples` read at once into one Batch (small sets, e.g. the k support shots)."""
-    dataset = SampleDataset(samples, image_size, normalize)
+    dataset = SampleDataset(samples, image_size, normalize, mean, std)
     return collate([dataset[i] for i in range(len(dataset))])
 
 

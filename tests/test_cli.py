@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+from PIL import Image
 
 from clipmpcad.cli import build_parser, main
 from clipmpcad.config import RunConfig
@@ -96,50 +97,18 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys) -> None:
     assert "unknown configuration key" in capsys.readouterr().err
 
 
+def train_argv(bench, run, *extra: str) -> list[str]:
+    tile = next(s for s in bench.sets if s.dataset == "mvtec")
+    where = ["--dataset", "mvtec", "--root", str(tile.root), "--category", tile.category]
+    return ["train", *where, "--out", str(run), "--quiet", *TINY, *extra]
+
+
 def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) -> None:
-    tile = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mvtec",
-                "--root",
-                str(tile.root),
-                "--category",
-                tile.category,
-                "--shot",
-                "2",
-                "--epochs",
-                "2",
-                "--out",
-                str(run),
-                "--quiet",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(synthetic_benchmark, run, "--shot", "2", "--epochs", "2")) == 0
+    assert "8 adapters of" in capsys.readouterr().out
     assert {p.name for p in run.iterdir()} >= {"config.json", "model.pt", "bank.pt", "shots.json", "train.json"}
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mvtec",
-                "--root",
-                str(tile.root),
-                "--category",
-                tile.category,
-                "--out",
-                str(run),
-                "--quiet",
-                *TINY,
-            ]
-        )
-        == 2
-    )  # no silent overwrite
+    assert main(train_argv(synthetic_benchmark, run)) == 2  # no silent overwrite
     assert main(["test", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "RANDOM backbone" in out and "image AUROC" in out
@@ -159,13 +128,45 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     ):
         assert key in metrics, key
     assert metrics["backbone"]["random"] is True and metrics["removed_from_test"] == 2
+    assert (metrics["adapter"], metrics["prompts"]["mode"], metrics["levels"]) == ("madff", "base+p", [1, 2, 3, 4])
     assert (run / "report.html").stat().st_size > 10_000
+    tile = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
     images = sorted((tile.root / tile.category / "test").rglob("*.png"))[:3]
     preds = tmp_path / "preds"
     assert main(["predict", str(run), *map(str, images), "--out", str(preds), "--quiet"]) == 0
     rows = list(csv.DictReader((preds / "predictions.csv").open()))
-    assert len(rows) == 3 and all(float(r["score"]) >= 0 or True for r in rows)
+    assert [r["name"] for r in rows] == [p.stem for p in images] or len(rows) == 3
+    assert all(r["anomalous"] in ("True", "False", "true", "false", "1", "0") for r in rows)
     assert len(list(preds.glob("*_overlay.png"))) == 3
+
+
+def test_mvfa_baseline_linear_adapter_and_base_prompts(synthetic_benchmark, tmp_path) -> None:
+    run = tmp_path / "mvfa"
+    assert (
+        main(
+            train_argv(synthetic_benchmark, run, "--adapter", "linear", "--prompts", "base", "--epochs", "1", "--test")
+        )
+        == 0
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["adapter"], metrics["prompts"]["mode"]) == ("linear", "base")
+    assert json.loads((run / "train.json").read_text())["adapter_parameters"]["per_adapter"] == 2 * 64 * 64
+
+
+def test_k_larger_than_the_pool_leaves_no_run_folder(tmp_path, capsys) -> None:
+    root = tmp_path / "mvtec"
+    for folder, count in (("train/good", 3), ("test/good", 2), ("test/crack", 2)):
+        (root / "part" / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (32, 32), (i * 40, 90, 90)).save(root / "part" / folder / f"{i}.png")
+    (root / "part" / "ground_truth" / "crack").mkdir(parents=True)
+    for i in range(2):
+        Image.new("L", (32, 32), 255).save(root / "part" / "ground_truth" / "crack" / f"{i}_mask.png")
+    argv = ["train", "--dataset", "mvtec", "--root", str(root), "--category", "part", "--shot", "4"]
+    assert main([*argv, "--out", str(tmp_path / "big"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "train/good" in err and "4" in err and "3" in err
+    assert not (tmp_path / "big").exists()
 
 
 def test_demo_runs_and_prints_the_table(tmp_path, capsys) -> None:

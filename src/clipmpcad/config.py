@@ -94,7 +94,7 @@ class TrainConfig:
     lr: float | None = None  # None: 1e-3 medical, 1e-4 industrial (METHOD §8)
     betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 8  # support views per optimiser step
-    micro_batch: int | None = None  # views per forward pass (None: all on GPU, ≤ 2 on CPU); memory, not results
+    micro_batch: int | None = None  # views per forward pass (None: by memory on CPU); memory, not results
     views: int = 11  # augmented views per support image (METHOD §8)
 
     def __post_init__(self) -> None:

@@ -16,17 +16,19 @@ from clipmpcad.errors import PromptError
 from clipmpcad.prompts import (
     PROMPT_MODES,
     TEMPLATES,
+    lint_prompt_files,
+    list_prompt_sets,
+    load_prompt_set,
+    prompt_set_names,
+    validate_prompt_set,
+)
+from clipmpcad.prototypes import (
     PromptSentences,
     PrototypeCache,
     base_sentences,
     default_cache_dir,
-    lint_prompt_files,
-    list_prompt_sets,
-    load_prompt_set,
     prompt_sentences,
-    prompt_set_names,
     text_prototypes,
-    validate_prompt_set,
 )
 
 MVTEC = [

@@ -27,8 +27,9 @@ from .madff import count_parameters
 from .memory_bank import bank_dtype
 from .metrics.summary import RunResult
 from .model import ClipMPCAD
-from .prompts import PrototypeCache, load_prompt_set, prompt_sentences, text_prototypes
+from .prompts import load_prompt_set
 from .protocols import Protocol, get_protocol
+from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
 from .report.tables import benchmark_table
 from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
 from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything

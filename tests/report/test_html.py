@@ -94,6 +94,13 @@ def test_paper_protocol_shows_a_banner(tmp_path):
     assert "class='banner'" in text and "Test-selected protocol (paper)" in text
 
 
+def test_random_backbone_shows_a_banner_and_clean_real_weights_none(tmp_path):
+    text = write(tmp_path, {"protocol": "clean", "backbone_info": {"random": True}}).read_text(encoding="utf-8")
+    assert "class='banner'" in text and "RANDOM backbone" in text
+    clean = write(tmp_path, {"protocol": "clean", "backbone_info": {"random": False}}).read_text(encoding="utf-8")
+    assert "class='banner'" not in clean
+
+
 def chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"profile-{page.stem}-{len(args)}"
     command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()]

@@ -132,16 +132,20 @@ def _case_html(case: Case, thumbnail: int, sigma: float | None) -> str:
 
 
 def protocol_warning(config: Mapping[str, Any]) -> str | None:
-    """Banner text when the configuration's protocol picks epochs or calibration on the test set."""
+    """Banner text when the protocol picks epochs or calibration on the test set, or when the
+    backbone has random weights (config["backbone_info"]["random"])."""
+    warnings = []
     protocol = PROTOCOLS.get(str(config.get("protocol", "")))
     if (protocol is not None and protocol.test_selected) or config.get("test_selected"):
         name = config.get("protocol", "?")
-        return (
+        warnings.append(
             f"Test-selected protocol ({name}): the epoch and/or the score calibration were chosen "
             "on this test set. These numbers reproduce the published protocol; they are not an "
             "estimate of deployed performance."
         )
-    return None
+    if (config.get("backbone_info") or {}).get("random"):
+        warnings.append("RANDOM backbone weights: these numbers say nothing about the method.")
+    return " ".join(warnings) or None
 
 
 def _curves_html(curves: Mapping[str, Curves | None]) -> str:

@@ -26,7 +26,6 @@ PROMPT_MODES = {
     "p-prompts": "the prompt set's sentences only",
     "base+p": "both sources, each source's prototype weighted equally",
 }
-DEFAULT_PROMPT_MODE = "base+p"
 
 # METHOD §4 base ensemble: states, then the 35 CLIP photo templates, in the published order.
 NORMAL_STATES = (

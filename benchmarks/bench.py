@@ -93,7 +93,6 @@ def phase_test(args) -> dict:
     from clipmpcad.augment import expand_views
     from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
     from clipmpcad.evaluation import BackgroundAdder
-    from clipmpcad.memory_bank import bank_dtype
     from clipmpcad.metrics import MetricsAccumulator
     from clipmpcad.training import SupportSet
 
@@ -109,7 +108,7 @@ def phase_test(args) -> dict:
         torch.ones(len(views), dtype=torch.bool),
     )
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
-    model.bank = model.bank.to(device, bank_dtype(args.bank_precision, device))
+    model.bank = model.bank.placed(device, args.bank_precision)
     detector = Detector(model, None, has_masks=True, image_size=s, device=device)
     detector.calibration = calibrate_on_reference(
         detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01
@@ -125,8 +124,7 @@ def phase_test(args) -> dict:
         for _ in range(4):
             scores = detector.score(images)
             adder.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
-        while adder.pending:
-            adder.pending.popleft().result()
+        adder.wait()
 
     seconds = timed(test_steps, device, args.repeats) / 4
     adder.finish()

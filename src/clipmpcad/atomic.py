@@ -80,3 +80,15 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def remove_leftovers(target: str | Path) -> None:
+    """What a killed process left of writing `target`: its staged folders beside it and the
+    temporary files inside it (the names write_bytes and staged_folder give them)."""
+    target = Path(target)
+    if target.parent.is_dir():
+        for stage in target.parent.glob(f".{target.name}.*{STAGE_SUFFIX}"):
+            shutil.rmtree(stage, ignore_errors=True)
+    if target.is_dir():
+        for temp in target.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)

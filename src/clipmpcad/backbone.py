@@ -6,6 +6,7 @@ embedding has width D.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -66,14 +67,20 @@ class Backbone(nn.Module):
     """A frozen OpenCLIP ViT with its text tower, always in eval mode."""
 
     def __init__(
-        self, visual: VisionTransformer, text: nn.Module | None, info: BackboneInfo, mean: tuple, std: tuple
+        self,
+        visual: VisionTransformer,
+        text: nn.Module | None,
+        info: BackboneInfo,
+        mean: tuple,
+        std: tuple,
+        tokenizer: Callable[[list[str]], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.visual = visual
         self.text = text  # the text tower, until the prototypes exist
         self.info = info
         self.mean, self.std = tuple(mean), tuple(std)
-        self.tokenizer = None
+        self.tokenizer = tokenizer  # with the text tower: sentences → token ids (n, context)
         self.requires_grad_(False)
         super().train(False)
 
@@ -148,9 +155,8 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
     if not isinstance(visual, VisionTransformer):
         raise ConfigError(f"{model} has a {type(visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
     info = _describe(visual, model, source, cfg)
-    backbone = Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"))
-    backbone.tokenizer = open_clip.get_tokenizer(model) if with_text else None
-    return backbone
+    tokenizer = open_clip.get_tokenizer(model) if with_text else None
+    return Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"), tokenizer)
 
 
 def _describe(v: VisionTransformer, model: str, source: WeightsSource, cfg: BackboneConfig) -> BackboneInfo:

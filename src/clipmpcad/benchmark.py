@@ -14,7 +14,6 @@ is an error unless `overwrite`; every cell is checked before any training starts
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import experiment
+from .atomic import remove_leftovers
 from .config import SHOTS, RunConfig, load_config
 from .data import list_categories
 from .errors import ConfigError, DataError
 from .metrics.summary import RATIO_METRICS, RunResult
-from .protocols import get_protocol
+from .protocols import RANDOM_WEIGHTS_NOTE, get_protocol
+from .protocols import TEST_SELECTED_NOTE as _TEST_SELECTED_NOTE
 from .report.tables import BenchmarkTable, benchmark_table, percent
 from .runs import read_json, write_json, write_text
 
@@ -43,11 +44,8 @@ RUNTIME_KEYS = (
     "backbone.cache_dir",
     "backbone.download",
 )
-RANDOM_NOTE = "**RANDOM backbone — numbers say nothing about the method.**"
-TEST_SELECTED_NOTE = (
-    "**TEST-SELECTED: protocol `paper` picks the epoch and the min-max calibration on the "
-    "test set; these numbers are not a deployable result.**"
-)
+RANDOM_NOTE = f"**{RANDOM_WEIGHTS_NOTE}**"
+TEST_SELECTED_NOTE = f"**{_TEST_SELECTED_NOTE}**"
 
 
 @dataclass(frozen=True)
@@ -378,7 +376,7 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
 
 def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) -> CellResult:
     run_dir = cell.run_dir(out)
-    _remove_leftovers(run_dir)
+    remove_leftovers(run_dir)
     if action == "train":  # the folder is absent, empty, or the user asked to replace it
         experiment.train_run(cfg, run_dir, overwrite=True, progress=False)
     if action == "reuse":
@@ -387,16 +385,6 @@ def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) 
         record = experiment.test_run(run_dir, device=cfg.device, progress=False, report=report)
     status = {"train": "trained", "test": "tested", "reuse": "reused"}[action]
     return CellResult(cell, run_dir, status, record)
-
-
-def _remove_leftovers(run_dir: Path) -> None:
-    """Staged run folders and temporary files of a crashed earlier attempt (runs.py names them)."""
-    if run_dir.parent.is_dir():
-        for stage in run_dir.parent.glob(f".{run_dir.name}.*.partial"):
-            shutil.rmtree(stage, ignore_errors=True)
-    if run_dir.is_dir():
-        for temp in run_dir.glob(".*.tmp"):
-            temp.unlink(missing_ok=True)
 
 
 def _cell_line(result: CellResult) -> str:

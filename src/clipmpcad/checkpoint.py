@@ -17,7 +17,7 @@ from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
 from .errors import CheckpointError
 from .evaluation import Preprocess
-from .memory_bank import MemoryBank, bank_dtype
+from .memory_bank import MemoryBank
 from .model import ClipMPCAD
 from .protocols import get_protocol
 from .runs import load_torch, read_json, require_run_dir, save_torch
@@ -64,7 +64,7 @@ def fingerprint(backbone: Backbone) -> str:
 
 def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, meta: RunMeta) -> None:
     """model.pt (and bank.pt when the model has a bank) into a staged run folder."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    state = {k: v.detach().cpu() for k, v in model.trained_state().items()}
     save_torch(
         folder / "model.pt",
         {
@@ -96,7 +96,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
             "point --weights at the same checkpoint"
         )
     state = saved["state"]
-    adapter = config.adapter if protocol.trains or any(k.startswith("seg_adapters.") for k in state) else None
+    adapter = config.adapter if any(k.startswith("seg_adapters.") for k in state) else None  # zero-shot: none
     model = ClipMPCAD(backbone, state["prototypes"], adapter, config.decoder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
@@ -110,16 +110,15 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
     if model.bank is not None:
-        model.bank = model.bank.to(torch_device, bank_dtype(config.bank.precision, torch_device))
+        model.bank = model.bank.placed(torch_device, config.bank.precision)
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
-    sigma = config.eval.sigma if config.eval.smooth_scores else 0.0  # as the calibration was fitted
     detector = Detector(
         model,
         calibration,
         has_masks=meta.has_masks,
         image_size=backbone.info.image_size,
         device=torch_device,
-        score_sigma=sigma,
+        score_sigma=config.eval.score_sigma,  # as the calibration was fitted
     )
     prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)
     return TrainedRun(run_dir, config, meta, detector, prep)

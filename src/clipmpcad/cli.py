@@ -63,7 +63,6 @@ def _add_train(verbs: Any) -> None:
     )
     train.add_argument("--test", action="store_true", help="test the run right after training")
     _add_out(train, required=True)
-    _add_quiet(train)
     train.set_defaults(handler=cmd_train)
 
 
@@ -94,7 +93,6 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
     predict.add_argument("--batch-size", type=int, default=16)
     _add_out(predict, required=True)
-    _add_quiet(predict)
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -104,7 +102,6 @@ def _add_demo(verbs: Any) -> None:
     demo.add_argument("--epochs", type=int, default=None, help="training epochs per dataset")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated benchmark")
     _add_out(demo, required=False, default="runs/demo")
-    _add_quiet(demo)
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -120,7 +117,6 @@ def _add_benchmark(verbs: Any) -> None:
     bench.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seed")
     bench.add_argument("--report", action="store_true", help="write each cell's report.html")
     _add_out(bench, required=True)
-    _add_quiet(bench)
     bench.set_defaults(handler=cmd_benchmark)
 
 
@@ -133,8 +129,10 @@ def _add_datasets(verbs: Any) -> None:
 
 
 def _add_out(parser: argparse.ArgumentParser, required: bool, default: str | None = None) -> None:
+    """--out, --overwrite and --quiet: every verb that writes a folder has all three."""
     parser.add_argument("--out", required=required, default=default, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_quiet(parser)
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:

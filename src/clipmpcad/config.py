@@ -138,6 +138,11 @@ class EvalConfig:
         _check(self.batch_size >= 1 and (self.workers is None or self.workers >= 0), "batch_size ≥ 1 and workers ≥ 0")
         _check(self.sigma >= 0, f"sigma must be ≥ 0, got {self.sigma}")
 
+    @property
+    def score_sigma(self) -> float:
+        """Smoothing of the scored maps: none unless smooth_scores asks for sigma."""
+        return self.sigma if self.smooth_scores else 0.0
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -8,6 +8,7 @@ upsampled Δ: one channel instead of two, the same map.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +32,15 @@ def upsample(grids: torch.Tensor, size: int) -> torch.Tensor:
     x = grids.unsqueeze(1) if squeeze else grids
     x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=True)
     return x.squeeze(1) if squeeze else x
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Maps at the model's input size to an image's own (H, W): (..., S, S) → (..., H, W) float32
+    on the CPU, bilinear with half-pixel centres (align_corners=False, as images are resized)."""
+    lead = maps.shape[:-2]
+    x = maps.reshape(1, -1, *maps.shape[-2:]).float().cpu()
+    out = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return out.reshape(*lead, *size).numpy()
 
 
 def anomaly_probability(logits: torch.Tensor, size: int) -> torch.Tensor:

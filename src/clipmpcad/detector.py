@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .decoder import anomaly_probability
 from .errors import ConfigError
@@ -98,19 +97,16 @@ def build_bank(
     Rows are written into preallocated (V·(1+N), D) tensors batch by batch: peak memory is the
     bank itself, not the bank plus its pieces.
     """
+    owners = loo_groups(normals.groups).to(device)
     tokens_per_view = 1 + model.grid[0] * model.grid[1]
-    rows = len(normals) * tokens_per_view
-    dim = model.prototypes.shape[0]
-    banks = {b: [torch.empty(rows, dim, device=device) for _ in model.levels] for b in branches}
+    bank = MemoryBank.allocate(branches, len(model.levels), owners, tokens_per_view, model.prototypes.shape[0])
     for start in range(0, len(normals), batch):
         with autocast(device):
             feats = model.features(normals.images[start : start + batch].to(device), last_branches=branches)
         for b in branches:
             for level, f in enumerate(feats.branch(b)):
-                chunk = F.normalize(f.float(), dim=-1).flatten(0, 1)  # (b·(1+N), D)
-                banks[b][level][start * tokens_per_view : start * tokens_per_view + chunk.shape[0]] = chunk
-    groups = loo_groups(normals.groups).to(device).repeat_interleave(tokens_per_view)
-    return MemoryBank(banks, {b: [groups] * len(model.levels) for b in branches})
+                bank.write(b, level, start, f)
+    return bank
 
 
 def loo_groups(image_ids: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import EvalConfig
 from .data.dataset import Batch, SampleDataset, collate, read_original_mask
 from .data.sample import Sample
+from .decoder import resize_maps
 from .detector import Detector
 from .metrics import Metrics, MetricsAccumulator, MetricsCurves
 from .runtime import default_workers
@@ -90,10 +90,14 @@ class BackgroundAdder:
             self.pending.popleft().result()
         self.pending.append(self.pool.submit(self.accumulator.add, *arrays))
 
+    def wait(self) -> None:
+        """Until every batch added so far is in the accumulator."""
+        while self.pending:
+            self.pending.popleft().result()
+
     def finish(self) -> MetricsAccumulator:
         try:
-            while self.pending:
-                self.pending.popleft().result()
+            self.wait()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
         return self.accumulator
@@ -135,8 +139,7 @@ def _at_original_size(maps: torch.Tensor, samples: Sequence[Sample]) -> tuple[li
     out_maps, out_masks = [], []
     for amap, sample in zip(maps, samples, strict=True):
         mask = read_original_mask(sample)
-        resized = F.interpolate(amap[None, None].float(), size=mask.shape, mode="bilinear", align_corners=False)
-        out_maps.append(resized[0, 0].cpu().numpy())
+        out_maps.append(resize_maps(amap, mask.shape))
         out_masks.append(mask)
     return out_maps, out_masks
 

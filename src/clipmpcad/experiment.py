@@ -24,11 +24,10 @@ from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibr
 from .errors import ConfigError
 from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
 from .madff import count_parameters
-from .memory_bank import bank_dtype
 from .metrics.summary import RunResult
 from .model import ClipMPCAD
 from .prompts import load_prompt_set
-from .protocols import Protocol, get_protocol
+from .protocols import RANDOM_WEIGHTS_NOTE, TEST_SELECTED_NOTE, Protocol, get_protocol
 from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
 from .report.tables import benchmark_table
 from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
@@ -114,7 +113,7 @@ def train_run(
     """
     out = Path(out)
     protocol = get_protocol(cfg.protocol)
-    if train_on and protocol.name != "zero-shot":
+    if train_on and protocol.trains:
         raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")
     if protocol.uses_bank and cfg.data.shot == 1 and cfg.train.views == 1:
         raise ConfigError(
@@ -123,7 +122,7 @@ def train_run(
         )
     check_new_run_dir(out, overwrite)
     data = load_data(cfg)
-    shots = NO_SHOTS if protocol.name == "zero-shot" else choose_shots(cfg, data, protocol)
+    shots = choose_shots(cfg, data, protocol) if protocol.uses_shots else NO_SHOTS
     sources = [_source_data(cfg, item, data) for item in train_on or ()]
     device = resolve_device(cfg.device)
     configure_cpu()
@@ -144,7 +143,8 @@ def train_run(
     else:  # training-free zero-shot: nothing to fit
         support, lr = None, 0.0
     backbone.drop_text()  # every prototype exists now
-    selector = _BestEpoch(model, data, shots, prep, cfg, device) if protocol.epoch_rule == "best" else None
+    normals = support.select(0) if support is not None and not sources else None
+    selector = _BestEpoch(model, data, shots, normals, prep, cfg, device) if protocol.epoch_rule == "best" else None
     history = TrainHistory()
     if support is not None:
         history = fit(
@@ -152,7 +152,6 @@ def train_run(
         )
     if selector is not None:
         selector.restore()
-    normals = support.select(0) if support is not None and not sources else None
     detector, calibration = finish_model(model, normals, data, cfg, protocol, device)
     meta = RunMeta(data.dataset, data.category, data.domain, classname, prompt_set, data.has_masks, prep.normalize)
     record = {
@@ -243,9 +242,9 @@ def describe_header(record: dict[str, Any]) -> str:
         f"{b['model']} ({b['weights']}), adapter {record['adapter']}, prompts {record['prompts']['mode']}"
     ]
     if b["random"]:
-        lines.append("NOTE: RANDOM backbone weights — these numbers say nothing about the method.")
+        lines.append(f"NOTE: {RANDOM_WEIGHTS_NOTE}")
     if record["test_selected"]:
-        lines.append("NOTE: test-selected protocol (best epoch and normalisation chosen on the test set).")
+        lines.append(f"NOTE: {TEST_SELECTED_NOTE}")
     return "\n".join(lines) + "\n"
 
 
@@ -275,11 +274,6 @@ def adapter_parameters(model: ClipMPCAD) -> dict[str, int]:
     return {"per_adapter": per, "adapters": 2 * len(model.levels), "trainable": trainable}
 
 
-def scoring_sigma(cfg: RunConfig) -> float:
-    """Smoothing applied to the scored maps: none unless eval.smooth_scores asks for eval.sigma."""
-    return cfg.eval.sigma if cfg.eval.smooth_scores else 0.0
-
-
 def finish_model(
     model: ClipMPCAD,
     normals: SupportSet | None,
@@ -289,27 +283,28 @@ def finish_model(
     device: torch.device,
 ) -> tuple[Detector, Calibration | None]:
     """After training: the bank of the normal support views and the calibration."""
-    map_branch = "seg" if data.has_masks else "det"
-    use_bank = protocol.uses_bank and normals is not None
-    model.bank = build_bank(model, normals, (map_branch,), device, cfg.eval.batch_size) if use_bank else None
-    if model.bank is not None and cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
-        model.bank = model.bank.coreset(cfg.bank.coreset, seed=cfg.seed)
-    if model.bank is not None:
-        model.bank = model.bank.to(device, bank_dtype(cfg.bank.precision, device))
     detector = Detector(
         model,
         None,
         has_masks=data.has_masks,
         image_size=model.backbone.info.image_size,
         device=device,
-        score_sigma=scoring_sigma(cfg),
+        score_sigma=cfg.eval.score_sigma,
     )
-    calibration = fixed_calibration(model) if protocol.name == "zero-shot" else None
-    if protocol.calibration == "reference" and use_bank:
+    model.bank = None
+    if protocol.uses_bank and normals is not None:  # only the branch the maps come from (METHOD §6)
+        bank = build_bank(model, normals, (detector.map_branch,), device, cfg.eval.batch_size)
+        if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
+            bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
+        model.bank = bank.placed(device, cfg.bank.precision)
+    calibration = None  # "test": fitted by test_run on the test set
+    if protocol.calibration == "fixed":
+        calibration = fixed_calibration(model)
+    elif protocol.calibration == "reference":
         calibration = calibrate_on_reference(
             detector, normals, batch=cfg.eval.batch_size, image_fpr=cfg.eval.image_fpr, pixel_fpr=cfg.eval.pixel_fpr
         )
-        detector.calibration = calibration
+    detector.calibration = calibration
     return detector, calibration
 
 
@@ -317,11 +312,18 @@ class _BestEpoch:
     """The `paper` protocol's epoch rule: evaluate on the test set after every epoch, keep the best."""
 
     def __init__(
-        self, model: ClipMPCAD, data: CategoryData, shots: Shots, prep: Preprocess, cfg: RunConfig, device
+        self,
+        model: ClipMPCAD,
+        data: CategoryData,
+        shots: Shots,
+        normals: SupportSet | None,
+        prep: Preprocess,
+        cfg: RunConfig,
+        device: torch.device,
     ) -> None:
         self.model, self.data, self.prep, self.cfg, self.device = model, data, prep, cfg, device
         self.samples = evaluation_samples(data, shots)
-        self.support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks).select(0)
+        self.support = normals  # the normal support views already loaded for training
         self.best, self.best_epoch, self.best_state = -1.0, None, None
 
     def __call__(self, epoch: int) -> None:
@@ -331,9 +333,7 @@ class _BestEpoch:
         value = (metrics.image_auroc or 0.0) + (metrics.pixel_auroc or 0.0)  # MVFA's selection score
         if value > self.best:
             self.best, self.best_epoch = value, epoch
-            self.best_state = copy.deepcopy(
-                {k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
-            )
+            self.best_state = copy.deepcopy(self.model.trained_state())
         self.model.bank = None
 
     def restore(self) -> None:
@@ -370,9 +370,9 @@ def test_run(
             pixel_threshold=m.pixel_f1_threshold if m.pixel_f1_threshold is not None else 0.5,
         )
     record = metrics_record(run, cfg, protocol, shots, result)
-    from .report.run_report import write_run_report  # local: the report pulls in matplotlib
-
     if report:
+        from .report.run_report import write_run_report  # local: the report pulls in matplotlib
+
         write_run_report(run, cfg, samples, result, record)
     write_json(run.run_dir / "metrics.json", record)
     return record

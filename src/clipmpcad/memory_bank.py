@@ -31,18 +31,34 @@ class MemoryBank:
     groups: dict[str, list[torch.Tensor]]
 
     @classmethod
-    def from_features(cls, features: dict[str, list[torch.Tensor]], view_groups: torch.Tensor) -> MemoryBank:
-        """Bank from per-level features (V, 1+N, D) of V support views (patches and CLS).
+    def allocate(
+        cls, branches: tuple[str, ...], levels: int, view_groups: torch.Tensor, tokens_per_view: int, dim: int
+    ) -> MemoryBank:
+        """An unfilled bank for len(view_groups) support views; fill it view by view with `write`.
 
         view_groups (V,) names the owner of each view; every token of a view inherits it.
         """
+        rows = view_groups.repeat_interleave(tokens_per_view)  # (V·(1+N),)
         tokens = {
-            branch: [F.normalize(f.float(), dim=-1).flatten(0, 1) for f in levels]  # (V·(1+N), D)
-            for branch, levels in features.items()
+            b: [rows.new_empty((rows.numel(), dim), dtype=torch.float32) for _ in range(levels)] for b in branches
         }
-        per_view = next(iter(features.values()))[0].shape[1]
-        rows = view_groups.repeat_interleave(per_view)
-        return cls(tokens, {branch: [rows] * len(levels) for branch, levels in features.items()})
+        return cls(tokens, {b: [rows] * levels for b in branches})
+
+    def write(self, branch: str, level: int, first_view: int, features: torch.Tensor) -> None:
+        """Put the L2-normalised tokens of views first_view.. (features (b, 1+N, D)) into the bank."""
+        start = first_view * features.shape[1]
+        rows = F.normalize(features.float(), dim=-1).flatten(0, 1)  # (b·(1+N), D)
+        self.tokens[branch][level][start : start + rows.shape[0]] = rows
+
+    @classmethod
+    def from_features(cls, features: dict[str, list[torch.Tensor]], view_groups: torch.Tensor) -> MemoryBank:
+        """Bank from per-level features (V, 1+N, D) of V support views (patches and CLS)."""
+        levels = next(iter(features.values()))
+        bank = cls.allocate(tuple(features), len(levels), view_groups, levels[0].shape[1], levels[0].shape[2])
+        for branch, per_level in features.items():
+            for level, f in enumerate(per_level):
+                bank.write(branch, level, 0, f)
+        return bank
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -56,6 +72,10 @@ class MemoryBank:
         """The bank on `device`; tokens in `dtype` (bf16 halves memory and speeds the products)."""
         tokens = {b: [t.to(device, dtype or t.dtype) for t in ts] for b, ts in self.tokens.items()}
         return MemoryBank(tokens, {b: [g.to(device) for g in gs] for b, gs in self.groups.items()})
+
+    def placed(self, device: torch.device, precision: str) -> MemoryBank:
+        """The bank where it is searched, in the configured precision (BankConfig.precision)."""
+        return self.to(device, bank_dtype(precision, device))
 
     def distances(
         self,

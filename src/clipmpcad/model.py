@@ -65,6 +65,10 @@ class ClipMPCAD(nn.Module):
         self.bank: MemoryBank | None = None
         self.bank_block_size = 8192
 
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen backbone: adapters, level weights, prototypes (what a run saves)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
     def branch_parameters(self, branch: str) -> list[nn.Parameter]:
         """Trainable parameters of one branch: its adapters and level weights (two optimisers, §8)."""
         logits = self.decoder.seg_logits if branch == "seg" else self.decoder.det_logits

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .checkpoint import TrainedRun, load_run
 from .data.dataset import image_to_tensor
 from .data.imageio import image_size, read_image
+from .decoder import resize_maps
 from .errors import CheckpointError, ConfigError, DataError
 from .protocols import get_protocol
 from .runs import read_json, staged_run_dir, write_bytes, write_text
@@ -188,8 +188,8 @@ class Predictor:
         results = []
         for i, image in enumerate(images):
             w, h = image.size
-            amap = _resize(scores.anomaly_map[i][None], (h, w))[0]  # (H, W)
-            levels = None if scores.level_maps is None else _resize(scores.level_maps[i], (h, w))  # (L, H, W)
+            amap = resize_maps(scores.anomaly_map[i], (h, w))  # (H, W)
+            levels = None if scores.level_maps is None else resize_maps(scores.level_maps[i], (h, w))  # (L, H, W)
             score = float(scores.image_score[i])
             results.append(
                 Prediction(
@@ -262,12 +262,6 @@ def tensor_to_image(x: torch.Tensor, where: str) -> Image.Image:
         )
     array = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0)  # (H, W, 3)
     return Image.fromarray(array.numpy())
-
-
-def _resize(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(C, S, S) → (C, H, W) float32, bilinear as in the report (align_corners=False)."""
-    out = F.interpolate(maps[None].float().cpu(), size=size, mode="bilinear", align_corners=False)
-    return out[0].numpy()
 
 
 def check_readable(paths: Sequence[Path]) -> None:

@@ -16,10 +16,15 @@ class Protocol:
     trains: bool = True  # adapters are trained on the support set
     abnormal_shots: bool = True  # k abnormal shots are used (else anomalies are synthesised)
     uses_bank: bool = True  # the few-shot memory bank is built and fused
-    calibration: str = "reference"  # "reference": fitted on normal support images; "test": min-max over the test set
+    calibration: str = "reference"  # "reference": normal support images; "test": test-set min-max; "fixed": none needed
     epoch_rule: str = "last"  # "last" epoch, or "best" on the test set
     clip_normalise_medical: bool = True  # CLIP mean/std normalisation for medical images
     quick_gelu_for_openai: bool = True  # OpenAI weights run with the QuickGELU they were trained with
+
+    @property
+    def uses_shots(self) -> bool:
+        """Support images of the target category are drawn (to train on, or to fill the bank)."""
+        return self.trains or self.uses_bank
 
     @property
     def test_selected(self) -> bool:
@@ -51,9 +56,17 @@ PROTOCOLS: dict[str, Protocol] = {
             trains=False,
             abnormal_shots=False,
             uses_bank=False,
+            calibration="fixed",
         ),
     )
 }
+
+
+RANDOM_WEIGHTS_NOTE = "RANDOM backbone weights — these numbers say nothing about the method."
+TEST_SELECTED_NOTE = (
+    "test-selected protocol: the epoch and/or the score normalisation were chosen on the test set; "
+    "these numbers are not a deployable result."
+)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -153,7 +153,7 @@ def fit(
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         order = torch.randperm(n, generator=generator).to(device)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per forward pass
         for start in range(0, n, cfg.batch_size):
             batch = order[start : start + cfg.batch_size]
             for opt in optimisers:
@@ -165,11 +165,11 @@ def fit(
                         model, prefixes[idx], masks[idx], labels[idx], seg[idx], None if protos is None else protos[idx]
                     )  # (b,)
                 (losses.sum() / batch.numel()).backward()  # gradients of the step's mean loss
-                total += float(losses.detach().sum())
+                total += losses.detach().sum()
             for opt in optimisers:
                 opt.step()
             history.steps += 1
-        history.losses.append(total / n)
+        history.losses.append(float(total) / n)
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch)

@@ -22,7 +22,7 @@ from scipy import ndimage
 from ..atomic import write_text
 from ..errors import DataError
 from ..metrics import Curves
-from ..protocols import PROTOCOLS
+from ..protocols import PROTOCOLS, RANDOM_WEIGHTS_NOTE
 from .figures import (
     GREEN,
     RED,
@@ -67,12 +67,17 @@ class Case:
     @property
     def wrongness(self) -> float:
         """Signed distance of the score to the threshold, positive on the wrong side."""
-        return self.threshold - self.score if self.label == 1 else self.score - self.threshold
+        return float(wrongness(self.label, self.score, self.threshold))
 
     @property
     def wrong(self) -> bool:
         """The decision "anomalous when score ≥ threshold" disagrees with the label."""
         return (self.score >= self.threshold) != (self.label == 1)
+
+
+def wrongness(labels: np.ndarray | int, scores: np.ndarray | float, threshold: float) -> np.ndarray:
+    """How far each score lies on the wrong side of the threshold (negative: right side)."""
+    return np.where(np.asarray(labels) == 1, threshold - np.asarray(scores), np.asarray(scores) - threshold)
 
 
 def worst_first(cases: Sequence[Case], limit: int) -> list[Case]:
@@ -144,7 +149,7 @@ def protocol_warning(config: Mapping[str, Any]) -> str | None:
             "estimate of deployed performance."
         )
     if (config.get("backbone_info") or {}).get("random"):
-        warnings.append("RANDOM backbone weights: these numbers say nothing about the method.")
+        warnings.append(RANDOM_WEIGHTS_NOTE)
     return " ".join(warnings) or None
 
 

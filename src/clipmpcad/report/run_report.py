@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.dataset import read_original_mask
 from ..data.imageio import read_image
 from ..data.sample import Sample
-from .html import Case, write_report
+from ..decoder import resize_maps
+from .html import Case, write_report, wrongness
 
 if TYPE_CHECKING:  # import cycles: these modules import the report lazily
     from ..checkpoint import TrainedRun
@@ -27,12 +27,10 @@ def case_for(
 ) -> Case:
     """One report case at the image's original size."""
     image = np.asarray(read_image(sample.image))
-    h, w = image.shape[:2]
-    resized = F.interpolate(amap[None, None].float().cpu(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     return Case(
         name=sample.image.name,
         image=image,
-        amap=resized.numpy(),
+        amap=resize_maps(amap, image.shape[:2]),
         gt_mask=read_original_mask(sample) if has_masks else None,
         label=int(sample.label),
         score=score,
@@ -54,8 +52,8 @@ def write_run_report(
     from ..evaluation import batches  # local: evaluation imports the detector
 
     cal = run.detector.calibration
-    wrongness = np.where(result.labels == 1, cal.image_threshold - result.scores, result.scores - cal.image_threshold)
-    chosen = [samples[i] for i in np.argsort(-wrongness, kind="stable")[:max_cases]]
+    wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
+    chosen = [samples[i] for i in np.argsort(-wrong, kind="stable")[:max_cases]]
     cases = []
     for batch in batches(chosen, run.prep, cfg.eval.batch_size, 0):
         scores = run.detector.score(batch.images)

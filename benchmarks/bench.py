@@ -88,12 +88,10 @@ def phase_floor(args) -> dict:
     }
 
 
-def phase_test(args) -> dict:
-    """ClipMPCAD test pass with a k-shot bank: detector.score and the metric accumulator."""
+def test_setup(args):
+    """A model and a detector with a k-shot bank and its reference calibration."""
     from clipmpcad.augment import expand_views
     from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
-    from clipmpcad.evaluation import BackgroundAdder
-    from clipmpcad.metrics import MetricsAccumulator
     from clipmpcad.training import SupportSet
 
     device = torch.device(args.device)
@@ -113,22 +111,42 @@ def phase_test(args) -> dict:
     detector.calibration = calibrate_on_reference(
         detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01
     )
-    images = torch.rand(args.test_batch, 3, s, s, device=device)
-    labels = (torch.arange(args.test_batch) % 2).numpy()
-    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-    lesion = ((yy - s / 3) ** 2 + (xx - s / 2) ** 2 < (s / 8) ** 2).numpy()  # one defect region, as in real sets
+    return model, detector
+
+
+def test_inputs(size: int, batch: int, device: torch.device):
+    """One test batch on the device, half of it anomalous: (images, labels, ground truth)."""
+    images = torch.rand(batch, 3, size, size, device=device)
+    labels = (torch.arange(batch) % 2).numpy()
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    lesion = ((yy - size / 3) ** 2 + (xx - size / 2) ** 2 < (size / 8) ** 2).numpy()  # one defect region
     gt = lesion[None] & (labels[:, None, None] == 1)  # anomalous images carry it, normal ones none
-    adder = BackgroundAdder(MetricsAccumulator(pixel_metrics=True))
+    return images, labels, gt
 
-    def test_steps():  # as evaluation.evaluate runs them: metrics of a batch overlap the next batch
-        for _ in range(4):
-            scores = detector.score(images)
-            adder.add(scores.image_score.float().cpu().numpy(), labels, scores.anomaly_map.float().cpu().numpy(), gt)
-        adder.wait()
 
-    seconds = timed(test_steps, device, args.repeats) / 4
+def test_pass(detector, images, labels, gt, batches: int) -> None:
+    """`batches` test batches as evaluation.evaluate runs them: the next batch queued on the
+    device before the last one's results come back, metrics in a background thread."""
+    from clipmpcad.data.dataset import Batch
+    from clipmpcad.evaluation import BackgroundAdder, score_batches
+    from clipmpcad.metrics import MetricsAccumulator
+    from clipmpcad.runtime import metric_threads
+
+    adder = BackgroundAdder(MetricsAccumulator(pixel_metrics=True), metric_threads(detector.device))
+    batch = Batch(images, torch.from_numpy(gt[:, None]).float(), torch.from_numpy(labels), torch.arange(len(labels)))
+    for _, host in score_batches(detector, [batch] * batches, with_maps=True):
+        adder.add(host.image_scores, labels, host.maps, gt)
     adder.finish()
+
+
+def phase_test(args) -> dict:
+    """ClipMPCAD test pass with a k-shot bank: detector, host copies and the metric accumulator."""
+    device = torch.device(args.device)
+    model, detector = test_setup(args)
+    images, labels, gt = test_inputs(args.image_size, args.test_batch, device)
+    seconds = timed(lambda: test_pass(detector, images, labels, gt, 4), device, args.repeats) / 4
     floor = floor_seconds(model, args.test_batch, device, args.repeats)
+    k = args.k
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
     tag = f"k{k}" + {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
     return {
@@ -220,17 +238,22 @@ def run_phase(args, phase: str, **extra) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, bank and timing options that bench.py and test_phases.py share."""
     parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--adapter", default="madff")
-    parser.add_argument("--test-batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--bank-precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_arguments(parser)
+    parser.add_argument("--test-batch", type=int, default=8)
+    parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3, help="training epochs timed (the fastest after the first)")
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--json", help="write the results here too")

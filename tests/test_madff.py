@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clipmpcad.config import AdapterConfig
-from clipmpcad.madff import MADFF, LinearAdapter, build_adapter, count_parameters
+from clipmpcad.madff import MADFF, LinearAdapter, build_adapter, count_parameters, spectrum_statistics
 
 C, D, H, W = 32, 24, 9, 11
 GRID = (H, W)
@@ -64,6 +64,16 @@ def test_frequency_gate_ignores_circular_shifts_but_not_permutations() -> None:
     torch.testing.assert_close(adapter.frequency_gate(shifted, GRID), gate, rtol=1e-4, atol=1e-5)
     permuted = t[:, torch.randperm(H * W)]
     assert (adapter.frequency_gate(permuted, GRID) - gate).abs().max() > 1e-3
+
+
+def test_half_spectrum_statistics_equal_the_full_spectrum() -> None:
+    """The gate reads rfft2's half spectrum; its mean and max must be those of fft2's whole one."""
+    for h, w in ((H, W), (8, 8), (6, 7), (1, 2), (1, 1)):
+        x = torch.randn(2, 4, h, w, dtype=torch.float64)
+        full = torch.log1p(torch.fft.fft2(x).abs())
+        mean, peak = spectrum_statistics(torch.log1p(torch.fft.rfft2(x).abs()), w)
+        torch.testing.assert_close(mean, full.mean(dim=(2, 3)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(peak, full.amax(dim=(2, 3)), rtol=0, atol=1e-12)
 
 
 def test_cls_token_has_spatial_gate_one_and_channel_gates() -> None:

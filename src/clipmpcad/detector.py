@@ -67,7 +67,7 @@ class Detector:
     def _run(self, images: torch.Tensor, exclude: torch.Tensor | None) -> tuple[ModelOutput, BranchMaps]:
         with autocast(self.device):
             out = self.model(
-                images.to(self.device),
+                images.to(self.device, non_blocking=True),  # from pinned memory: no wait on the device
                 exclude=None if exclude is None else exclude.to(self.device),
                 branches=(self.map_branch,),
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,9 +21,9 @@ from .config import EvalConfig
 from .data.dataset import Batch, SampleDataset, collate, read_original_mask
 from .data.sample import Sample
 from .decoder import resize_maps
-from .detector import Detector
+from .detector import Detector, Scores
 from .metrics import Metrics, MetricsAccumulator, MetricsCurves
-from .runtime import default_workers
+from .runtime import default_workers, metric_threads
 from .scoring import Calibration, RangeTracker
 
 
@@ -75,25 +75,26 @@ def batches(
 
 
 class BackgroundAdder:
-    """Feeds a MetricsAccumulator from one background thread, so that the CPU work of a batch
-    (sorting keys, labelling regions) overlaps the accelerator's work on the next batch. Batches
-    are added in order; at most `depth` wait; an error in the thread surfaces in add or finish."""
+    """Feeds a MetricsAccumulator from background threads, so that the CPU work of a batch (sorting
+    keys, labelling regions) overlaps the accelerator's work on the next batches. `threads` batches
+    are prepared at once; they are committed in the order added, so the result is the same for any
+    number of threads. At most `depth` batches wait; an error in a thread surfaces in add or finish."""
 
-    def __init__(self, accumulator: MetricsAccumulator, depth: int = 2) -> None:
+    def __init__(self, accumulator: MetricsAccumulator, threads: int = 1, depth: int | None = None) -> None:
         self.accumulator = accumulator
-        self.depth = depth
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
+        self.depth = depth if depth is not None else threads + 1
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="metrics")
         self.pending: deque[Future] = deque()
 
     def add(self, *arrays: object) -> None:
         while len(self.pending) >= self.depth:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(self.accumulator.add, *arrays))
+            self.accumulator.commit(self.pending.popleft().result())
+        self.pending.append(self.pool.submit(self.accumulator.prepare, *arrays))
 
     def wait(self) -> None:
         """Until every batch added so far is in the accumulator."""
         while self.pending:
-            self.pending.popleft().result()
+            self.accumulator.commit(self.pending.popleft().result())
 
     def finish(self) -> MetricsAccumulator:
         try:
@@ -101,6 +102,50 @@ class BackgroundAdder:
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
         return self.accumulator
+
+
+@dataclass
+class HostScores:
+    """A batch's results on the host: image scores (B,) and, when asked for, fused maps (B, S, S)."""
+
+    image_scores: np.ndarray
+    maps: np.ndarray | None
+
+
+def _fetch_later(scores: Scores, with_maps: bool) -> Callable[[], HostScores]:
+    """Start copying a batch's results to the host; the returned call waits for them. On a GPU the
+    copies go asynchronously into pinned memory, so the device runs on meanwhile."""
+    tensors = [scores.image_score] + ([scores.anomaly_map] if with_maps else [])
+    if tensors[0].device.type != "cuda":
+        arrays = [t.float().numpy() for t in tensors]
+        return lambda: HostScores(arrays[0], arrays[1] if with_maps else None)
+    pinned = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True) for t in tensors]
+    for host, device in zip(pinned, tensors, strict=True):
+        host.copy_(device, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def fetch() -> HostScores:
+        done.synchronize()
+        return HostScores(pinned[0].numpy(), pinned[1].numpy() if with_maps else None)
+
+    return fetch
+
+
+def score_batches(
+    detector: Detector, loader: Iterable[Batch], *, with_maps: bool
+) -> Iterator[tuple[Batch, HostScores]]:
+    """Every batch with its results on the host, in order. The next batch is queued on the device
+    before the results of the last one are waited for: the accelerator does not idle while the host
+    copies them out or hands them to the metrics."""
+    pending: tuple[Batch, Callable[[], HostScores]] | None = None
+    for batch in loader:
+        fetch = _fetch_later(detector.score(batch.images), with_maps)
+        if pending is not None:
+            yield pending[0], pending[1]()
+        pending = (batch, fetch)
+    if pending is not None:
+        yield pending[0], pending[1]()
 
 
 def evaluate(
@@ -113,20 +158,19 @@ def evaluate(
 ) -> Evaluation:
     """Score every sample and compute image (and, with masks, pixel) metrics."""
     start = time.perf_counter()
-    acc = BackgroundAdder(MetricsAccumulator(pixel_metrics=detector.has_masks))
+    acc = BackgroundAdder(MetricsAccumulator(pixel_metrics=detector.has_masks), metric_threads(detector.device))
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
-    for batch in batches(samples, prep, cfg.batch_size, cfg.workers, detector.device):
-        scores = detector.score(batch.images)
-        image_scores = scores.image_score.float().cpu().numpy()
+    loader = batches(samples, prep, cfg.batch_for(detector.device.type), cfg.workers, detector.device)
+    for batch, host in score_batches(detector, loader, with_maps=detector.has_masks):
         labels = batch.labels.numpy()
         if not detector.has_masks:
-            acc.add(image_scores, labels)
+            acc.add(host.image_scores, labels)
         elif cfg.pixel_resolution == "original":
             chosen = [samples[i] for i in batch.indices.tolist()]
-            maps, masks = _at_original_size(scores.anomaly_map, chosen)
-            acc.add(image_scores, labels, maps, masks)
+            maps, masks = _at_original_size(torch.from_numpy(host.maps), chosen)
+            acc.add(host.image_scores, labels, maps, masks)
         else:
-            acc.add(image_scores, labels, scores.anomaly_map.float().cpu().numpy(), batch.masks[:, 0].numpy())
+            acc.add(host.image_scores, labels, host.maps, batch.masks[:, 0].numpy())
         bar.update(len(labels))
     bar.close()
     done = acc.finish()
@@ -150,7 +194,7 @@ def fit_test_calibration(
     """The `paper` protocol's transductive min-max of every branch over the whole test set."""
     tracker = RangeTracker()
     bar = tqdm(total=len(samples), desc="test min-max", unit="img", disable=not progress, leave=False)
-    for batch in batches(samples, prep, cfg.batch_size, cfg.workers, detector.device):
+    for batch in batches(samples, prep, cfg.batch_for(detector.device.type), cfg.workers, detector.device):
         tracker.add(detector.branch_maps(batch.images))
         bar.update(len(batch.labels))
     bar.close()

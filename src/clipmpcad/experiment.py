@@ -293,7 +293,7 @@ def finish_model(
     )
     model.bank = None
     if protocol.uses_bank and normals is not None:  # only the branch the maps come from (METHOD §6)
-        bank = build_bank(model, normals, (detector.map_branch,), device, cfg.eval.batch_size)
+        bank = build_bank(model, normals, (detector.map_branch,), device, cfg.eval.batch_for(device.type))
         if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
             bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
         model.bank = bank.placed(device, cfg.bank.precision)
@@ -302,7 +302,11 @@ def finish_model(
         calibration = fixed_calibration(model)
     elif protocol.calibration == "reference":
         calibration = calibrate_on_reference(
-            detector, normals, batch=cfg.eval.batch_size, image_fpr=cfg.eval.image_fpr, pixel_fpr=cfg.eval.pixel_fpr
+            detector,
+            normals,
+            batch=cfg.eval.batch_for(device.type),
+            image_fpr=cfg.eval.image_fpr,
+            pixel_fpr=cfg.eval.pixel_fpr,
         )
     detector.calibration = calibration
     return detector, calibration

@@ -79,9 +79,8 @@ class MADFF(nn.Module):
         """FAB: g_f (B, 1, C) from the mean and max of log1p|FFT2| of the token grid."""
         b, _, c = t.shape
         x = t.transpose(1, 2).reshape(b, c, *grid).float()  # (B, C, h, w); the FFT needs fp32
-        spectrum = torch.log1p(torch.fft.fft2(x, dim=(-2, -1)).abs())  # (B, C, h, w)
-        g_f = self.frequency(spectrum.mean(dim=(2, 3)), spectrum.amax(dim=(2, 3)))  # (B, C)
-        return g_f.unsqueeze(1).to(t.dtype)
+        mean, peak = spectrum_statistics(torch.log1p(torch.fft.rfft2(x, dim=(-2, -1)).abs()), grid[1])
+        return self.frequency(mean, peak).unsqueeze(1).to(t.dtype)  # (B, 1, C)
 
     def gates(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three gates: g_c (B,1,C), g_s (B,1+N,1) with the CLS gate 1, g_f (B,1,C)."""
@@ -107,6 +106,18 @@ class MADFF(nn.Module):
             return med, None
         y = wy[0] * F.leaky_relu(self.phi2(med)) + (wy[1] + wy[2] * g_s) * ca + wy[3] * fa  # (B, 1+N, C)
         return med, y
+
+
+def spectrum_statistics(half: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and max over the full h×w spectrum of a real grid, from its half spectrum
+    (B, C, h, w//2+1) as rfft2 returns it: |X[k]| = |X[−k]|, so every column but the first (and
+    the middle one of an even width) stands for itself and its mirror. Half the FFT work, the
+    same statistics."""
+    mirrored = (width - 1) // 2  # columns 1..mirrored each appear twice in the full spectrum
+    weights = half.new_ones(half.shape[-1])
+    weights[1 : 1 + mirrored] = 2.0
+    mean = (half.sum(dim=-2) * weights).sum(dim=-1) / (half.shape[-2] * width)  # (B, C)
+    return mean, half.amax(dim=(-2, -1))
 
 
 ADAPTERS: dict[str, type[nn.Module]] = {"madff": MADFF, "linear": LinearAdapter}

@@ -95,11 +95,11 @@ class MemoryBank:
         best = q.new_full(q.shape[:2], -torch.inf, dtype=torch.float32)  # (B, N)
         for start in range(0, bank.shape[0], block_size):
             block = bank[start : start + block_size]  # (m, D)
-            sims = torch.matmul(q, block.T).float()  # (B, N, m); bf16 products still sum in fp32
+            sims = torch.matmul(q, block.T)  # (B, N, m), stored in the bank's precision (bf16 sums in fp32)
             if exclude is not None:
                 own = groups[start : start + block_size].unsqueeze(0) == exclude.unsqueeze(1)  # (B, m)
                 sims = sims.masked_fill(own.unsqueeze(1), -torch.inf)
-            best = torch.maximum(best, sims.amax(dim=-1))
+            best = torch.maximum(best, sims.amax(dim=-1).float())  # the max of the stored values, exactly
         return 1.0 - best
 
     def state(self) -> dict:

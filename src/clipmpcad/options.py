@@ -69,7 +69,11 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),
     (("--micro-batch",), "train.micro_batch", {"type": int, "help": "views per forward pass (memory, not results)"}),
-    (("--eval-batch-size",), "eval.batch_size", {"type": int}),
+    (
+        ("--eval-batch-size",),
+        "eval.batch_size",
+        {"type": int, "help": "test images per forward pass (default: 64 on a GPU, 16 on a CPU)"},
+    ),
     (("--workers",), "eval.workers", {"type": int, "help": "image-loading worker processes"}),
     (("--image-fpr",), "eval.image_fpr", {"type": float, "help": "false-positive target of the image threshold"}),
     (("--pixel-fpr",), "eval.pixel_fpr", {"type": float, "help": "false-positive target of the pixel threshold"}),

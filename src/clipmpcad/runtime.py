@@ -37,6 +37,14 @@ def default_workers(device: torch.device) -> int:
     return 0 if cores <= 4 else min(4, cores // 4)
 
 
+def metric_threads(device: torch.device) -> int:
+    """Threads that prepare the test metrics of several batches at once: on a GPU machine the model
+    leaves the cores free and a fast model outruns one thread; on a CPU the model needs them."""
+    if device.type != "cuda":
+        return 1
+    return min(4, max(1, (os.cpu_count() or 1) // 4))
+
+
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPU for the backbone and adapters; a no-op on CPU (fp32 there)."""
     if enabled and device.type == "cuda":

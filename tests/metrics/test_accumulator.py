@@ -142,3 +142,21 @@ def test_bad_batches_are_refused_with_a_reason(change, message):
     accumulator = MetricsAccumulator(pixel_metrics=True)
     with pytest.raises(DataError, match=message):
         accumulator.add(*change(*make_test_set()))
+
+
+def test_batches_prepared_in_parallel_threads_give_the_same_numbers():
+    """The evaluation prepares batches in several threads and commits them in order: every number,
+    AUPRO's region bookkeeping included, equals plain sequential adding."""
+    from clipmpcad.evaluation import BackgroundAdder
+
+    data = make_test_set(seed=7, b=40)
+    scores, labels, maps, masks = data
+    reference = run([3] * 13 + [1], data)
+    adder = BackgroundAdder(MetricsAccumulator(pixel_metrics=True), threads=3)
+    for start in range(0, 40, 3):
+        part = slice(start, start + 3)
+        adder.add(scores[part], labels[part], maps[part], masks[part])
+    parallel = adder.finish()
+    assert parallel.compute() == reference
+    np.testing.assert_array_equal(parallel.image_scores, scores)
+    assert reference.n_regions > 10

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from .aupro import check_fpr_limit
-from .pixels import PixelStore
+from .pixels import PixelBatch, PixelStore, prepare_pixels
 from .ranking import NO_RANKING, Curves, curves_from_sorted, ranking_from_sorted, split_sorted
 
 ArrayOrList = np.ndarray | Sequence[np.ndarray]
@@ -66,6 +66,32 @@ def _as_image_batch(values: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A checked batch ready to be committed: float64 scores, uint8 labels, and its pixels with
+    the (H, W) they were scored at (one entry per map size in the batch)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    pixels: list[tuple[PixelBatch, tuple[int, int]]]
+
+
+def _prepare_same_size(maps: np.ndarray, masks: np.ndarray | None, b: int) -> tuple[PixelBatch, tuple[int, int]]:
+    """maps (B,H,W), masks (B,H,W) or None."""
+    if maps.ndim != 3 or len(maps) != b:
+        raise DataError(f"maps must have shape (B={b},H,W) or be a list of {b} (H,W) maps, got {maps.shape}")
+    if masks is not None and masks.shape != maps.shape:
+        raise DataError(
+            f"mask shape {masks.shape} differs from map shape {maps.shape}: "
+            "resize the maps to the masks (or the masks to the maps) before add()"
+        )
+    maps = maps.astype(np.float32, copy=False)
+    if not np.isfinite(maps).all():
+        raise DataError("anomaly maps contain NaN or infinity: check the model's output")
+    truth = np.zeros(maps.shape, dtype=bool) if masks is None else masks > 0.5
+    return prepare_pixels(maps, truth), maps.shape[1:]
+
+
 class MetricsAccumulator:
     """Collects image scores, labels and (optionally) pixel maps and masks; computes Metrics.
 
@@ -97,6 +123,17 @@ class MetricsAccumulator:
             masks: (B,H,W) or a list of B (H_i,W_i) ground truth (> 0.5 is anomalous); None, for
                 the batch or for one image, means no anomalous pixel there (normal images).
         """
+        self.commit(self.prepare(image_scores, labels, maps, masks))
+
+    def prepare(
+        self,
+        image_scores: np.ndarray,
+        labels: np.ndarray,
+        maps: ArrayOrList | None = None,
+        masks: ArrayOrList | None = None,
+    ) -> PreparedBatch:
+        """add()'s checks and costly work, touching no state: batches may be prepared in parallel
+        threads (numpy and scipy release the GIL there) and then committed in order."""
         scores = _as_image_batch(image_scores, "image_scores").astype(np.float64)
         labels = _as_image_batch(labels, "labels")
         if len(labels) != len(scores):
@@ -105,39 +142,32 @@ class MetricsAccumulator:
             raise DataError("image scores contain NaN or infinity: check the model's output")
         if not np.isin(labels, (0, 1)).all():
             raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got {np.unique(labels)}")
-        if self.pixel_metrics:
-            self._add_pixels(maps, masks, len(scores))
-        self._scores.append(scores)
-        self._labels.append(labels.astype(np.uint8))
+        pixels = self._prepare_pixels(maps, masks, len(scores)) if self.pixel_metrics else []
+        return PreparedBatch(scores, labels.astype(np.uint8), pixels)
 
-    def _add_pixels(self, maps: ArrayOrList | None, masks: ArrayOrList | None, b: int) -> None:
+    def commit(self, batch: PreparedBatch) -> None:
+        """Store a prepared batch after those already stored."""
+        for pixels, size in batch.pixels:
+            self._pixels.append(pixels)
+            self._sizes.add(size)
+        self._scores.append(batch.scores)
+        self._labels.append(batch.labels)
+
+    def _prepare_pixels(
+        self, maps: ArrayOrList | None, masks: ArrayOrList | None, b: int
+    ) -> list[tuple[PixelBatch, tuple[int, int]]]:
         if maps is None:
             raise DataError("pixel_metrics=True but add() got no maps: pass (B,H,W) anomaly maps")
         if not isinstance(maps, list | tuple):  # one (B,H,W) array (or CPU tensor)
-            self._add_same_size(np.asarray(maps), None if masks is None else np.asarray(masks), b)
-            return
+            return [_prepare_same_size(np.asarray(maps), None if masks is None else np.asarray(masks), b)]
         masks = [None] * len(maps) if masks is None else masks
         if len(maps) != b or len(masks) != b:
             raise DataError(f"a batch of {b} images came with {len(maps)} maps, {len(masks)} masks")
+        out = []
         for amap, mask in zip(maps, masks, strict=True):
             one_mask = None if mask is None else np.asarray(mask)[None]  # (1,H,W)
-            self._add_same_size(np.asarray(amap)[None], one_mask, 1)
-
-    def _add_same_size(self, maps: np.ndarray, masks: np.ndarray | None, b: int) -> None:
-        """maps (B,H,W), masks (B,H,W) or None."""
-        if maps.ndim != 3 or len(maps) != b:
-            raise DataError(f"maps must have shape (B={b},H,W) or be a list of {b} (H,W) maps, got {maps.shape}")
-        if masks is not None and masks.shape != maps.shape:
-            raise DataError(
-                f"mask shape {masks.shape} differs from map shape {maps.shape}: "
-                "resize the maps to the masks (or the masks to the maps) before add()"
-            )
-        maps = maps.astype(np.float32, copy=False)
-        if not np.isfinite(maps).all():
-            raise DataError("anomaly maps contain NaN or infinity: check the model's output")
-        truth = np.zeros(maps.shape, dtype=bool) if masks is None else masks > 0.5
-        self._pixels.add(maps, truth)
-        self._sizes.add(maps.shape[1:])
+            out.append(_prepare_same_size(np.asarray(amap)[None], one_mask, 1))
+        return out
 
     def _image_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         scores = np.concatenate(self._scores) if self._scores else np.empty(0)

@@ -10,6 +10,8 @@ and, for AUPRO, each anomalous pixel's region weight in score order — no argso
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import DataError
@@ -43,6 +45,24 @@ def _take_all(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class PixelBatch:
+    """One batch's pixels, prepared for a PixelStore: region ids still local to the batch (0..R−1)."""
+
+    normal: np.ndarray  # (N0,) float32 scores of anomaly-free pixels
+    keys: np.ndarray  # (N1,) uint64: key(score) << 32 | local region id
+    sizes: np.ndarray  # (R,) int64 region sizes, in local id order
+
+
+def prepare_pixels(maps: np.ndarray, masks: np.ndarray) -> PixelBatch:
+    """The costly part of storing a batch, free of any store state, so batches can be prepared in
+    parallel: (B,H,W) float32 finite scores and (B,H,W) bool ground truth."""
+    labels, sizes = label_regions(masks)  # (B,H,W) int32, (R,)
+    keys = float32_to_key(maps[masks]).astype(np.uint64) << np.uint64(32)
+    region = (labels[masks] - 1).astype(np.uint64)  # local ids from 0
+    return PixelBatch(maps[~masks], keys | region, sizes)
+
+
 class PixelStore:
     """All test pixels: anomaly-free scores and (score, region) keys of ground-truth pixels."""
 
@@ -65,17 +85,14 @@ class PixelStore:
     def n_regions(self) -> int:
         return self._n_regions
 
-    def add(self, maps: np.ndarray, masks: np.ndarray) -> None:
-        """Store one batch: (B,H,W) float32 finite scores and (B,H,W) bool ground truth."""
-        labels, sizes = label_regions(masks)  # (B,H,W) int32, (R,)
-        if self._n_regions + len(sizes) > int(_LOW32):
+    def append(self, batch: PixelBatch) -> None:
+        """Store a prepared batch after those already stored (its regions get the next global ids)."""
+        if self._n_regions + len(batch.sizes) > int(_LOW32):
             raise DataError("more than 2**32 ground-truth regions: split the evaluation")
-        self._normal.append(maps[~masks])
-        keys = float32_to_key(maps[masks]).astype(np.uint64) << np.uint64(32)
-        region = labels[masks].astype(np.int64) + (self._n_regions - 1)  # global ids from 0
-        self._anomalous.append(keys | region.astype(np.uint64))
-        self._sizes.append(sizes)
-        self._n_regions += len(sizes)
+        self._normal.append(batch.normal)
+        self._anomalous.append(batch.keys + np.uint64(self._n_regions))  # local → global ids, in the low half
+        self._sizes.append(batch.sizes)
+        self._n_regions += len(batch.sizes)
         self._sorted = False
 
     def _sorted_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -55,7 +55,7 @@ def write_run_report(
     wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
     chosen = [samples[i] for i in np.argsort(-wrong, kind="stable")[:max_cases]]
     cases = []
-    for batch in batches(chosen, run.prep, cfg.eval.batch_size, 0):
+    for batch in batches(chosen, run.prep, cfg.eval.batch_for(run.detector.device.type), 0):
         scores = run.detector.score(batch.images)
         for i, index in enumerate(batch.indices.tolist()):
             cases.append(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from clipmpcad.config import BANK_PRECISIONS
+
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
@@ -62,7 +64,7 @@ def floor_seconds(model, batch: int, device: torch.device, repeats: int) -> floa
     return timed(forward, device, repeats)
 
 
-def build(args, k: int | None = None):
+def build(args):
     from clipmpcad.backbone import load_backbone
     from clipmpcad.config import AdapterConfig, BackboneConfig, DecoderConfig
     from clipmpcad.model import ClipMPCAD
@@ -88,23 +90,27 @@ def phase_floor(args) -> dict:
     }
 
 
+def support_set(images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor):
+    """All views of images (n,3,S,S) with masks (n,1,S,S) and labels (n,), each image its own owner."""
+    from clipmpcad.augment import NUM_VIEWS, expand_views
+    from clipmpcad.training import SupportSet
+
+    views, view_masks = expand_views(images, masks)
+    per_view = lambda t: t.repeat_interleave(NUM_VIEWS)  # noqa: E731
+    n = len(images)
+    return SupportSet(
+        views, view_masks, per_view(labels), per_view(torch.arange(n)), torch.ones(len(views), dtype=torch.bool)
+    )
+
+
 def test_setup(args):
     """A model and a detector with a k-shot bank and its reference calibration."""
-    from clipmpcad.augment import expand_views
     from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
-    from clipmpcad.training import SupportSet
 
     device = torch.device(args.device)
     model = build(args)
     s, k = args.image_size, args.k
-    views, masks = expand_views(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s))
-    normals = SupportSet(
-        views,
-        masks,
-        torch.zeros(len(views), dtype=torch.long),
-        torch.arange(k).repeat_interleave(11),
-        torch.ones(len(views), dtype=torch.bool),
-    )
+    normals = support_set(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s), torch.zeros(k, dtype=torch.long))
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
     model.bank = model.bank.placed(device, args.bank_precision)
     detector = Detector(model, None, has_masks=True, image_size=s, device=device)
@@ -148,7 +154,7 @@ def phase_test(args) -> dict:
     floor = floor_seconds(model, args.test_batch, device, args.repeats)
     k = args.k
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
-    tag = f"k{k}" + {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
+    tag = f"k{k}{precision_tag(args.bank_precision)}"
     return {
         f"test_s_per_image_{tag}": seconds / args.test_batch,
         f"bank_gib_{tag}": bank_bytes / 2**30,
@@ -159,9 +165,8 @@ def phase_test(args) -> dict:
 
 def phase_train(args) -> dict:
     """Seconds per support view per epoch (the second epoch; prefixes cached once per run)."""
-    from clipmpcad.augment import expand_views
     from clipmpcad.config import TrainConfig
-    from clipmpcad.training import SupportSet, fit
+    from clipmpcad.training import fit
 
     device = torch.device(args.device)
     model = build(args)
@@ -169,14 +174,7 @@ def phase_train(args) -> dict:
     images = torch.rand(2, 3, s, s)
     masks = torch.zeros(2, 1, s, s)
     masks[1, :, s // 4 : s // 2, s // 4 : s // 2] = 1
-    views, vmasks = expand_views(images, masks)
-    support = SupportSet(
-        views,
-        vmasks,
-        torch.tensor([0, 1]).repeat_interleave(11),
-        torch.arange(2).repeat_interleave(11),
-        torch.ones(22, dtype=torch.bool),
-    )
+    support = support_set(images, masks, torch.tensor([0, 1]))
     epoch_times = []
 
     def mark(epoch):
@@ -238,6 +236,19 @@ def run_phase(args, phase: str, **extra) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def precision_tag(precision: str) -> str:
+    """The suffix of a bank precision in result keys: none for "auto"."""
+    return "" if precision == "auto" else f"_{precision}"
+
+
+def bank_precisions(device: str) -> tuple[str, str]:
+    """The bank precision "auto" picks on `device` (memory_bank.bank_dtype's rule), and the other one."""
+    from clipmpcad.memory_bank import bank_dtype
+
+    auto = "bf16" if bank_dtype("auto", torch.device(device)) == torch.bfloat16 else "fp32"
+    return auto, "fp32" if auto == "bf16" else "bf16"
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, bank and timing options that bench.py and test_phases.py share."""
     parser.add_argument("--model", default="ViT-B-16")
@@ -245,7 +256,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--adapter", default="madff")
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--bank-precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--bank-precision", choices=BANK_PRECISIONS, default="auto")
     parser.add_argument("--repeats", type=int, default=3)
 
 
@@ -262,8 +273,9 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = PHASES[args.phase](args)
-        precision = {"fp32": "_fp32", "bf16": "_bf16"}.get(args.bank_precision, "")
-        tag = {"test": f"_k{args.k}{precision}", "train": f"_b{args.train_batch}"}.get(args.phase, "")
+        tag = {"test": f"_k{args.k}{precision_tag(args.bank_precision)}", "train": f"_b{args.train_batch}"}.get(
+            args.phase, ""
+        )
         result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
         if args.device == "cuda":
             result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
@@ -287,7 +299,7 @@ def collect(args) -> dict:
     results.update(run_phase(args, "floor"))
     for k in (4, 16):
         results.update(run_phase(args, "test", k=k))
-    other = "fp32" if args.device == "cuda" else "bf16"  # the precision "auto" did not pick
+    _, other = bank_precisions(args.device)
     results.update(run_phase(args, "test", k=4, bank_precision=other))
     for batch in (1, 8):
         results.update(run_phase(args, "train", train_batch=batch))
@@ -305,8 +317,7 @@ def report(args, r: dict) -> None:
         "|---|---|---|",
         f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |",
     ]
-    auto = "bf16" if args.device == "cuda" else "fp32"
-    other = "fp32" if auto == "bf16" else "bf16"
+    auto, other = bank_precisions(args.device)
     for tag, what in (
         ("k4", f"k = 4 bank ({auto})"),
         ("k16", f"k = 16 bank ({auto})"),

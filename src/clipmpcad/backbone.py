@@ -151,7 +151,7 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
         quick_gelu = cfg.quick_gelu
     else:  # as the weights were trained (METHOD §2); the `paper` protocol runs OpenAI's with GELU
         quick_gelu = (source.quick_gelu and quick_gelu_for_openai) or bool(model_cfg.get("quick_gelu", False))
-    visual, text, preprocess = build_towers(model, source, cfg, quick_gelu, with_text)
+    visual, text, preprocess = build_towers(model, model_cfg, source, cfg, quick_gelu, with_text)
     if not isinstance(visual, VisionTransformer):
         raise ConfigError(f"{model} has a {type(visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
     info = _describe(visual, model, source, cfg)

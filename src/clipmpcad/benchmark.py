@@ -31,6 +31,7 @@ from .protocols import RANDOM_WEIGHTS_NOTE, get_protocol
 from .protocols import TEST_SELECTED_NOTE as _TEST_SELECTED_NOTE
 from .report.tables import BenchmarkTable, benchmark_table, percent
 from .runs import read_json, write_json, write_text
+from .weights import is_random
 
 SUITE_FORMAT = 1
 CELL_KEYS = ("data.dataset", "data.root", "data.category", "data.shot", "seed")
@@ -105,10 +106,10 @@ class BenchmarkResult:
 
 
 def parse_dataset(text: str) -> tuple[str, str]:
-    """ "bmad=/data/BMAD" → ("bmad", "/data/BMAD"), for the CLI's repeated --dataset."""
+    """ "bmad=/data/BMAD" → ("bmad", "/data/BMAD"), for the CLI's --suite items."""
     name, sep, root = text.partition("=")
     if not sep or not name or not root:
-        raise ConfigError(f"--dataset {text!r}: write NAME=ROOT, e.g. bmad=/data/BMAD")
+        raise ConfigError(f"--suite {text!r}: write NAME=ROOT, e.g. bmad=/data/BMAD")
     return name, root
 
 
@@ -366,7 +367,7 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
         "backbone": {
             "model": base.backbone.model,
             "weights": base.backbone.weights,
-            "random": base.backbone.weights == "random",
+            "random": is_random(base.backbone.weights),
             "image_size": base.backbone.image_size,
         },
         "coreset": base.bank.coreset,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config import PIXEL_RESOLUTIONS
 from .errors import ClipMPCADError
 
 
@@ -71,7 +72,7 @@ def _add_test(verbs: Any) -> None:
     test = verbs.add_parser("test", help="evaluate a run folder: metrics.json and report.html")
     test.add_argument("run", help="run folder from `clipmpcad train`")
     test.add_argument("--device")
-    test.add_argument("--pixel-resolution", choices=["model", "original"])
+    test.add_argument("--pixel-resolution", choices=PIXEL_RESOLUTIONS)
     test.add_argument("--no-report", action="store_true", help="skip report.html")
     _add_quiet(test)
     test.set_defaults(handler=cmd_test)
@@ -188,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def describe_training(run: Path) -> str:
-    record = json.loads((run / "train.json").read_text())
+    from .checkpoint import read_train_record
+
+    record = read_train_record(run)
     params = record["adapter_parameters"]
     losses = record["losses"]
     loss = f", loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""
@@ -260,11 +263,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import SuiteSpec, run_benchmark
+    from .benchmark import SuiteSpec, parse_dataset, run_benchmark
     from .options import config_from_args
 
     cfg = config_from_args(args)
-    pairs = [_dataset_root(item) for item in args.suite] if args.suite else [(cfg.data.dataset, cfg.data.root)]
+    pairs = [parse_dataset(item) for item in args.suite] if args.suite else [(cfg.data.dataset, cfg.data.root)]
     categories = tuple(args.categories) if args.categories else ((cfg.data.category,) if cfg.data.category else None)
     spec = SuiteSpec(
         datasets=tuple(pairs),
@@ -278,15 +281,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print("\n".join(result.notes))
     print(result.table.to_markdown())
     return 0
-
-
-def _dataset_root(item: str) -> tuple[str, str]:
-    from .errors import ConfigError
-
-    name, sep, root = item.partition("=")
-    if not sep or not name or not root:
-        raise ConfigError(f"--suite takes DATASET=ROOT items, got {item!r}")
-    return name, root
 
 
 # ---------------------------------------------------------------- prompts, datasets

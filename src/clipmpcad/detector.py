@@ -12,7 +12,7 @@ import torch
 from .decoder import anomaly_probability
 from .errors import ConfigError
 from .memory_bank import MemoryBank
-from .model import ClipMPCAD, ModelOutput
+from .model import ClipMPCAD
 from .runtime import autocast
 from .scoring import (
     BranchMaps,
@@ -62,29 +62,32 @@ class Detector:
     @torch.no_grad()
     def branch_maps(self, images: torch.Tensor, exclude: torch.Tensor | None = None) -> BranchMaps:
         """Unfused branch maps of a batch; exclude (B,) scores each image without its bank rows."""
-        return self._run(images, exclude)[1]
+        return self._run(images, exclude)[0]
 
-    def _run(self, images: torch.Tensor, exclude: torch.Tensor | None) -> tuple[ModelOutput, BranchMaps]:
+    def _run(
+        self, images: torch.Tensor, exclude: torch.Tensor | None, with_levels: bool = False
+    ) -> tuple[BranchMaps, torch.Tensor | None]:
+        """Branch maps of a batch, and with_levels its per-level zero-shot maps (B, L, S, S)."""
         with autocast(self.device):
             out = self.model(
                 images.to(self.device, non_blocking=True),  # from pinned memory: no wait on the device
                 exclude=None if exclude is None else exclude.to(self.device),
                 branches=(self.map_branch,),
             )
-        maps = branch_maps(out, self.model.decoder, self.map_branch, self.image_size)
+        levels = anomaly_probability(out.zero_logits[self.map_branch], self.image_size) if with_levels else None
+        maps = branch_maps(out, self.model.decoder, self.map_branch, self.image_size, levels)
         if self.score_sigma > 0:
             maps.zero_map = smooth(maps.zero_map, self.score_sigma)
             maps.few_map = None if maps.few_map is None else smooth(maps.few_map, self.score_sigma)
-        return out, maps
+        return maps, levels
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, *, with_levels: bool = False) -> Scores:
         """Fused maps and image scores of a batch (B, 3, S, S) under the stored calibration."""
         if self.calibration is None:
             raise RuntimeError("the detector has no calibration yet")
-        out, maps = self._run(images, None)
+        maps, levels = self._run(images, None, with_levels)
         amap, image_score = fuse(maps, self.calibration.scales, self.has_masks)
-        levels = anomaly_probability(out.zero_logits[self.map_branch], self.image_size) if with_levels else None
         return Scores(amap, image_score, maps, levels)
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import EvalConfig
-from .data.dataset import Batch, SampleDataset, collate, read_original_mask
+from .data.dataset import Batch, SampleDataset, collate
 from .data.sample import Sample
 from .decoder import resize_maps
 from .detector import Detector, Scores
@@ -56,11 +56,15 @@ def batches(
     batch_size: int,
     workers: int | None,
     device: torch.device | None = None,
+    original_masks: bool = False,
 ) -> Iterator[Batch]:
-    """Batches of a split in order; worker processes decode while the model computes."""
+    """Batches of a split in order; worker processes decode while the model computes.
+
+    original_masks: batches also carry each mask at its image's own size (Batch.original_masks).
+    """
     if workers is None:
         workers = default_workers(device or torch.device("cpu"))
-    dataset = SampleDataset(samples, prep.image_size, prep.normalize, prep.mean, prep.std)
+    dataset = SampleDataset(samples, prep.image_size, prep.normalize, prep.mean, prep.std, original_masks)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -160,15 +164,19 @@ def evaluate(
     start = time.perf_counter()
     acc = BackgroundAdder(MetricsAccumulator(pixel_metrics=detector.has_masks), metric_threads(detector.device))
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
-    loader = batches(samples, prep, cfg.batch_for(detector.device.type), cfg.workers, detector.device)
+    original = detector.has_masks and cfg.pixel_resolution == "original"
+    batch_size = cfg.batch_for(detector.device.type)
+    loader = batches(samples, prep, batch_size, cfg.workers, detector.device, original_masks=original)
     for batch, host in score_batches(detector, loader, with_maps=detector.has_masks):
         labels = batch.labels.numpy()
         if not detector.has_masks:
             acc.add(host.image_scores, labels)
-        elif cfg.pixel_resolution == "original":
-            chosen = [samples[i] for i in batch.indices.tolist()]
-            maps, masks = _at_original_size(torch.from_numpy(host.maps), chosen)
-            acc.add(host.image_scores, labels, maps, masks)
+        elif original:  # each map bilinearly resized to its mask's own (H, W)
+            maps = [
+                resize_maps(amap, mask.shape)
+                for amap, mask in zip(torch.from_numpy(host.maps), batch.original_masks, strict=True)
+            ]
+            acc.add(host.image_scores, labels, maps, list(batch.original_masks))
         else:
             acc.add(host.image_scores, labels, host.maps, batch.masks[:, 0].numpy())
         bar.update(len(labels))
@@ -176,16 +184,6 @@ def evaluate(
     done = acc.finish()
     seconds = time.perf_counter() - start
     return Evaluation(done.compute(), done.curves(), done.image_scores, done.image_labels, seconds)
-
-
-def _at_original_size(maps: torch.Tensor, samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Each map bilinearly resized to its mask's original (H, W), with that mask."""
-    out_maps, out_masks = [], []
-    for amap, sample in zip(maps, samples, strict=True):
-        mask = read_original_mask(sample)
-        out_maps.append(resize_maps(amap, mask.shape))
-        out_masks.append(mask)
-    return out_maps, out_masks
 
 
 def fit_test_calibration(

@@ -29,7 +29,7 @@ from .model import ClipMPCAD
 from .prompts import load_prompt_set
 from .protocols import RANDOM_WEIGHTS_NOTE, TEST_SELECTED_NOTE, Protocol, get_protocol
 from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
-from .report.tables import benchmark_table
+from .report.tables import benchmark_table, percent
 from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
 from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything
 from .scoring import Calibration
@@ -64,13 +64,9 @@ def build_prototypes(backbone: Backbone, cfg: RunConfig, data: CategoryData) -> 
     prompt_set = None if cfg.prompts.mode == "base" else load_prompt_set(name)
     classname = cfg.prompts.classname or data.classname
     sentences = prompt_sentences(cfg.prompts.mode, prompt_set, classname)
-    cache = PrototypeCache()
-    identity = backbone.info.identity
-    cached = cache.get(identity, sentences)
-    if cached is not None:
-        return cached, name, classname
-    prototypes = text_prototypes(backbone.encode_text, backbone.tokenize, sentences)
-    cache.put(identity, sentences, prototypes)
+    prototypes = PrototypeCache().get_or_compute(
+        backbone.info.identity, sentences, lambda: text_prototypes(backbone.encode_text, backbone.tokenize, sentences)
+    )
     return prototypes, name, classname
 
 
@@ -144,7 +140,8 @@ def train_run(
         support, lr = None, 0.0
     backbone.drop_text()  # every prototype exists now
     normals = support.select(0) if support is not None and not sources else None
-    selector = _BestEpoch(model, data, shots, normals, prep, cfg, device) if protocol.epoch_rule == "best" else None
+    best = protocol.epoch_rule == "best"
+    selector = _BestEpoch(model, data, shots, normals, prep, cfg, protocol, device) if best else None
     history = TrainHistory()
     if support is not None:
         history = fit(
@@ -252,8 +249,7 @@ def describe_record(record: dict[str, Any]) -> str:
     """A short human summary of one test record."""
 
     def pct(key: str) -> str:
-        value = record.get(key)
-        return "–" if value is None else f"{100 * value:.2f}"
+        return percent(record.get(key))
 
     lines = [
         f"image AUROC {pct('image_auroc')}  AP {pct('image_ap')}  F1-max {pct('image_f1_max')}",
@@ -323,15 +319,17 @@ class _BestEpoch:
         normals: SupportSet | None,
         prep: Preprocess,
         cfg: RunConfig,
+        protocol: Protocol,
         device: torch.device,
     ) -> None:
         self.model, self.data, self.prep, self.cfg, self.device = model, data, prep, cfg, device
+        self.protocol = protocol
         self.samples = evaluation_samples(data, shots)
         self.support = normals  # the normal support views already loaded for training
         self.best, self.best_epoch, self.best_state = -1.0, None, None
 
     def __call__(self, epoch: int) -> None:
-        detector, _ = finish_model(self.model, self.support, self.data, self.cfg, get_protocol("paper"), self.device)
+        detector, _ = finish_model(self.model, self.support, self.data, self.cfg, self.protocol, self.device)
         detector.calibration = fit_test_calibration(detector, self.samples, self.prep, self.cfg.eval, progress=False)
         metrics = evaluate(detector, self.samples, self.prep, self.cfg.eval, progress=False).metrics
         value = (metrics.image_auroc or 0.0) + (metrics.pixel_auroc or 0.0)  # MVFA's selection score

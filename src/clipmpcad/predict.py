@@ -368,10 +368,9 @@ def write_outputs(
     folder: Path, name: str, image: np.ndarray, pred: Prediction, save_maps: str | None, sigma: float
 ) -> dict[str, str]:
     """Write one image's files into `folder`; returns their names by CSV column ("" when not written)."""
-    from .report.figures import RED, draw_contour, heatmap_overlay, save_png  # local: matplotlib
-    from .report.run_report import DISPLAY_RANGE
+    from .report.figures import DISPLAY_RANGE, RED, draw_contour, heatmap_overlay, save_png  # local: matplotlib
 
-    overlay = heatmap_overlay(image, pred.anomaly_map, *DISPLAY_RANGE, sigma=sigma or None)  # as the report
+    overlay = heatmap_overlay(image, pred.anomaly_map, *DISPLAY_RANGE, sigma=sigma)  # as the report
     files = {"overlay": f"{name}_overlay.png", "mask": f"{name}_mask.png", "map": "", "levels": ""}
     save_png(draw_contour(overlay, pred.mask, RED, thickness=2), folder / files["overlay"])
     save_png(pred.mask.astype(np.uint8) * 255, folder / files["mask"])

@@ -26,9 +26,8 @@ from .prompts import (
     MIN_SENTENCES,
     PLACEHOLDER,
     PromptSet,
-    fill_classname,
+    overlong,
     sentence_key,
-    token_count,
     validate_prompt_set,
 )
 
@@ -248,8 +247,7 @@ def _distinct(sentences: list[str]) -> list[str]:
 
 
 def _require_fit(sentences: list[str], classname: str) -> None:
-    too_long = [(s, token_count(fill_classname(s, classname))) for s in sentences]
-    too_long = [(s, k) for s, k in too_long if k > CONTEXT_LENGTH]
+    too_long = overlong(sentences, classname)
     if too_long:
         listed = "; ".join(f"{_excerpt(s, 60)} ({k} tokens)" for s, k in too_long[:5])
         more = f"; and {len(too_long) - 5} more" if len(too_long) > 5 else ""

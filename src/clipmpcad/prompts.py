@@ -19,6 +19,7 @@ from typing import Any
 
 from open_clip.tokenizer import SimpleTokenizer
 
+from .config import DOMAINS
 from .errors import PromptError
 
 PROMPT_MODES = {
@@ -80,7 +81,6 @@ SCHEMA_VERSION = 1
 MIN_SENTENCES = 30  # per state, unique ignoring case and spaces
 CONTEXT_LENGTH = 77  # CLIP's text context in tokens, start- and end-of-text included
 PLACEHOLDER = "{classname}"
-DOMAINS = ("medical", "industrial")
 _FIELDS: dict[str, type] = {
     "schema_version": int,
     "name": str,
@@ -161,6 +161,12 @@ def _tokenizer() -> SimpleTokenizer:
 def token_count(text: str) -> int:
     """Tokens OpenCLIP's CLIP tokenizer makes of ``text``, start- and end-of-text included."""
     return len(_tokenizer().encode(text)) + 2
+
+
+def overlong(sentences: Iterable[str], classname: str) -> list[tuple[str, int]]:
+    """(sentence, tokens) of the sentences longer than CLIP's context once `classname` fills them in."""
+    counted = ((s, token_count(fill_classname(s, classname))) for s in sentences)
+    return [(s, n) for s, n in counted if n > CONTEXT_LENGTH]
 
 
 def fill_classname(sentence: str, classname: str) -> str:

@@ -26,7 +26,7 @@ from .prompts import (
     TEMPLATES,
     PromptSet,
     fill_classname,
-    token_count,
+    overlong,
 )
 
 
@@ -75,11 +75,11 @@ def prompt_sentences(mode: str, prompt_set: PromptSet | None = None, classname: 
         sources.append(
             tuple(tuple(fill_classname(s, name) for s in state) for state in (prompt_set.normal, prompt_set.abnormal))
         )
-    too_long = [s for pair in sources for state in pair for s in state if token_count(s) > CONTEXT_LENGTH]
+    too_long = overlong((s for pair in sources for state in pair for s in state), name)  # filled in already
     if too_long:
         raise PromptError(
             f"{len(too_long)} prompt sentences exceed CLIP's {CONTEXT_LENGTH} "
-            f"tokens with classname {name!r}, e.g. {too_long[0]!r}; "
+            f"tokens with classname {name!r}, e.g. {too_long[0][0]!r}; "
             "use a shorter classname"
         )
     return PromptSentences(mode, tuple(p[0] for p in sources), tuple(p[1] for p in sources))

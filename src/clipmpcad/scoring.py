@@ -35,9 +35,16 @@ class BranchMaps:
         return getattr(self, name)
 
 
-def branch_maps(out: ModelOutput, decoder: MDecoder, map_branch: str, size: int) -> BranchMaps:
-    """Sum the levels: zero-shot maps σ(upsampled Δ), few-shot maps of upsampled distances."""
-    zero_map = decoder.combine(anomaly_probability(out.zero_logits[map_branch], size), map_branch)
+def branch_maps(
+    out: ModelOutput, decoder: MDecoder, map_branch: str, size: int, zero_levels: torch.Tensor | None = None
+) -> BranchMaps:
+    """Sum the levels: zero-shot maps σ(upsampled Δ), few-shot maps of upsampled distances.
+
+    zero_levels: the per-level zero-shot maps (B, L, S, S) of `map_branch` when the caller already has them.
+    """
+    if zero_levels is None:
+        zero_levels = anomaly_probability(out.zero_logits[map_branch], size)
+    zero_map = decoder.combine(zero_levels, map_branch)
     zero_det = decoder.combine(detection_scores(out.zero_logits["det"]), "det") if "det" in out.zero_logits else None
     few_map = few_det = None
     if map_branch in out.few_distances:  # bilinear upsampling is linear: sum the levels first

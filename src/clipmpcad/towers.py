@@ -7,7 +7,6 @@ the same seed), so a random-init tower equals the one inside `open_clip.create_m
 
 from __future__ import annotations
 
-import copy
 import logging
 from types import SimpleNamespace
 
@@ -26,12 +25,15 @@ _NOT_TOWER_KEYS = ("logit_scale", "logit_bias")
 
 
 def build_towers(
-    model: str, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool, with_text: bool
+    model: str, model_cfg: dict, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool, with_text: bool
 ) -> tuple[nn.Module, nn.Module | None, dict]:
-    """(image tower, text tower or None, preprocess config) for `model` with `source`'s weights."""
+    """(image tower, text tower or None, preprocess config) for `model` with `source`'s weights.
+
+    model_cfg: OpenCLIP's architecture of `model` (model_config; unused for local-dir: and hf-hub:,
+    whose config OpenCLIP reads itself); it is not modified.
+    """
     if model.startswith(("local-dir:", "hf-hub:")):
         return _from_open_clip(model, cfg, quick_gelu, with_text)
-    model_cfg = copy.deepcopy(open_clip.get_model_config(model))
     vision_cfg = {**model_cfg["vision_cfg"], "image_size": cfg.image_size}
     embed_dim = model_cfg["embed_dim"]
     with fixed_torch_seed(cfg.init_seed):

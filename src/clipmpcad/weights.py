@@ -30,6 +30,11 @@ class WeightsSource:
     label: str  # how results name the weights, e.g. "openai", "random", a file name
 
 
+def is_random(weights: str | None) -> bool:
+    """No pretrained weights: the backbone is randomly initialised (`random`, or none given)."""
+    return weights in (None, RANDOM)
+
+
 def resolve_weights(
     model: str, weights: str | None, *, allow_download: bool = False, cache_dir: str | None = None
 ) -> WeightsSource:
@@ -40,7 +45,7 @@ def resolve_weights(
         if not allow_download:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cached files only, no network
         return WeightsSource("hf-hub", None, quick_gelu=False, label=model)
-    if weights in (None, RANDOM):
+    if is_random(weights):
         return WeightsSource("random", None, quick_gelu=False, label=RANDOM)
     path = Path(weights).expanduser()
     if path.is_file():

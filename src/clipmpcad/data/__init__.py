@@ -89,7 +89,7 @@ def load_category(dataset: str, root: str | Path, category: str, /, **options: A
             f"dataset {dataset!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(spec.options)}"
         )
     data = spec.load(Path(root), category, **options)
-    check_mask_sizes(data.normal_pool + data.abnormal_pool + data.test)
+    check_mask_sizes(dict.fromkeys(data.normal_pool + data.abnormal_pool + data.test))  # each sample once
     return data
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipmpcad.data.files import find_child, index_masks, list_image_files, pair_masks, show_names
+from clipmpcad.data.files import find_child, find_dir, list_image_files, masked_samples, show_names
 from clipmpcad.data.naming import bmad_names, check_domain
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
 from clipmpcad.errors import DataError
@@ -113,10 +113,9 @@ def _resolve_name(category: str, folders: dict[str, Path], root: Path) -> str:
 
 
 def _split_dir(data_dir: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        found = find_child(data_dir, name)
-        if found is not None and found.is_dir():
-            return found
+    found = find_dir(data_dir, *names)
+    if found is not None:
+        return found
     raise DataError(f"{data_dir}: split folder not found (looked for {' or '.join(names)})")
 
 
@@ -152,5 +151,4 @@ def _group(split: Path, group: str, has_masks: bool) -> tuple[Sample, ...]:
             f"{images_dir}: no mask folder ({', '.join(MASK_FOLDERS)}) for "
             f"{len(images)} anomalous images: {show_names([p.name for p in images])}"
         )
-    masks = pair_masks(images, index_masks(mask_dir, MASK_SUFFIXES), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="Ungood") for p, m in zip(images, masks, strict=True))
+    return masked_samples(images, mask_dir, MASK_SUFFIXES, "Ungood")

@@ -35,6 +35,7 @@ class Item:
     mask: torch.Tensor  # (1, S, S) float32 in {0, 1}
     label: int  # NORMAL (0) or ANOMALOUS (1)
     index: int  # position in the Dataset's sample list
+    original_mask: np.ndarray | None = None  # (H, W) bool at the image's own size, on request
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,18 @@ class Batch:
     masks: torch.Tensor  # (B, 1, S, S) float32
     labels: torch.Tensor  # (B,) int64
     indices: torch.Tensor  # (B,) int64
+    original_masks: tuple[np.ndarray, ...] | None = None  # B (H_i, W_i) bool masks, on request
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch on `device`."""
-        return Batch(*(t.to(device) for t in (self.images, self.masks, self.labels, self.indices)))
+        """The same batch on `device` (original masks stay numpy arrays)."""
+        tensors = (t.to(device) for t in (self.images, self.masks, self.labels, self.indices))
+        return Batch(*tensors, self.original_masks)
+
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked memory: the DataLoader calls this (pin_memory=True), so that
+        copies to the GPU can run asynchronously."""
+        tensors = (t.pin_memory() for t in (self.images, self.masks, self.labels, self.indices))
+        return Batch(*tensors, self.original_masks)
 
 
 def image_to_tensor(
@@ -59,7 +68,8 @@ def image_to_tensor(
     std: Sequence[float] = CLIP_STD,
 ) -> torch.Tensor:
     """RGB PIL image → (3, S, S) float32: bicubic resize, [0, 1], optional mean/std."""
-    resized = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert copies even an RGB image
+    resized = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
     if normalize:
         x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
@@ -93,6 +103,7 @@ class SampleDataset(Dataset):
         normalize: bool = True,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
+        original_masks: bool = False,
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -100,6 +111,7 @@ class SampleDataset(Dataset):
         self.image_size = image_size
         self.normalize = normalize
         self.mean, self.std = tuple(mean), tuple(std)
+        self.original_masks = original_masks  # also the mask at the image's own size (pixel metrics there)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,12 +121,16 @@ class SampleDataset(Dataset):
         image = read_image(sample.image)
         x = image_to_tensor(image, self.image_size, self.normalize, self.mean, self.std)
         if sample.mask is None:
+            mask = None
             m = torch.zeros(1, self.image_size, self.image_size)
         else:
             mask = read_mask(sample.mask)
             _check_same_size(sample.image, image.size, sample.mask, mask)
             m = mask_to_tensor(mask, self.image_size)
-        return Item(image=x, mask=m, label=int(sample.label), index=index)
+        original = None
+        if self.original_masks:
+            original = mask if mask is not None else np.zeros((image.size[1], image.size[0]), dtype=bool)
+        return Item(image=x, mask=m, label=int(sample.label), index=index, original_mask=original)
 
 
 def collate(items: Sequence[Item]) -> Batch:
@@ -124,6 +140,7 @@ def collate(items: Sequence[Item]) -> Batch:
         masks=torch.stack([it.mask for it in items]),  # (B, 1, S, S)
         labels=torch.tensor([it.label for it in items], dtype=torch.long),
         indices=torch.tensor([it.index for it in items], dtype=torch.long),
+        original_masks=None if items[0].original_mask is None else tuple(it.original_mask for it in items),
     )
 
 

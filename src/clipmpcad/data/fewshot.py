@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clipmpcad.config import SHOT_SOURCES  # "auto": the list file when there is one
+from clipmpcad.config import SHOTS as ALLOWED_SHOTS
 from clipmpcad.data.files import show_names
 from clipmpcad.data.sample import CategoryData, Sample
 from clipmpcad.errors import ConfigError, DataError
 
-ALLOWED_SHOTS = (1, 2, 4, 8, 16)
-SHOT_SOURCES = ("auto", "list", "sample")  # auto: the list file when there is one
 _LINE = re.compile(r"^([na])-(\d+):(.*)$")
 
 
@@ -56,19 +56,18 @@ def select_shots(
     seed: int,
     source: str = "auto",
     normal_only: bool = False,
-    iterate: int = 0,
-    allow_any_k: bool = False,
 ) -> Shots:
     """Shots of a run: from `<shot_lists>/<k>-shot.txt` or from a sampler seeded by `seed`."""
-    check_k(k, allow_any_k)
+    check_k(k)
     if source not in SHOT_SOURCES:
         raise ConfigError(f"unknown shot source {source!r}; choices: {', '.join(SHOT_SOURCES)}")
     list_file = data.shot_lists / f"{k}-shot.txt" if data.shot_lists else None
-    if source == "list" or (source == "auto" and list_file is not None and list_file.is_file()):
-        if list_file is None or not list_file.is_file():
-            where = list_file or data.root / "fewshot_seed" / data.category / f"{k}-shot.txt"
-            raise DataError(f"{where}: shot list file not found (source 'list')")
-        return shots_from_list(data, k, list_file, iterate, normal_only)
+    listed = list_file is not None and list_file.is_file()
+    if source == "list" and not listed:
+        where = list_file or data.root / "fewshot_seed" / data.category / f"{k}-shot.txt"
+        raise DataError(f"{where}: shot list file not found (source 'list')")
+    if listed and source != "sample":
+        return shots_from_list(data, k, list_file, normal_only=normal_only)
     return sample_shots(data, k, seed, normal_only)
 
 

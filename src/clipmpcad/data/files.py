@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from clipmpcad.data.imageio import IMAGE_SUFFIXES, image_size, is_image_file
-from clipmpcad.data.sample import Sample
+from clipmpcad.data.sample import ANOMALOUS, Sample
 from clipmpcad.errors import DataError
 
 _SHOW = 8  # names shown in an error before "… and N more"
@@ -38,6 +38,17 @@ def find_child(folder: Path, name: str) -> Path | None:
         return None
     matches = sorted(p for p in folder.iterdir() if p.name.lower() == name.lower())
     return matches[0] if matches else None
+
+
+def find_dir(folder: Path, *names: str) -> Path | None:
+    """The first of `names` that is a sub-folder of `folder` (each matched as find_child does)."""
+    return next((p for n in names if (p := find_child(folder, n)) is not None and p.is_dir()), None)
+
+
+def masked_samples(images: Sequence[Path], mask_dir: Path, suffixes: Sequence[str], defect: str) -> tuple[Sample, ...]:
+    """Anomalous samples of `images`, each with its mask from `mask_dir` (paired by stem, `suffixes` tried in order)."""
+    masks = pair_masks(images, index_masks(mask_dir, suffixes), mask_dir)
+    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect=defect) for p, m in zip(images, masks, strict=True))
 
 
 def index_masks(mask_dir: Path, suffixes: Sequence[str]) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from clipmpcad.data.files import index_masks, list_image_files, pair_masks
+from clipmpcad.data.files import list_image_files, masked_samples
 from clipmpcad.data.imageio import IMAGE_SUFFIXES, is_image_file
 from clipmpcad.data.naming import check_domain, generic_prompt_set, plain_name
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
@@ -167,5 +167,4 @@ def _anomalous(folder: Path | None, mask_dir: Path | None, suffixes: tuple[str, 
     images = list_image_files(folder, what="abnormal")
     if mask_dir is None:
         return tuple(Sample(image=p, label=ANOMALOUS, defect="anomaly") for p in images)
-    masks = pair_masks(images, index_masks(mask_dir, suffixes), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect="anomaly") for p, m in zip(images, masks, strict=True))
+    return masked_samples(images, mask_dir, suffixes, "anomaly")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipmpcad.data.files import find_child, index_masks, list_image_files, pair_masks, show_names
+from clipmpcad.data.files import find_child, find_dir, list_image_files, masked_samples, show_names
 from clipmpcad.data.naming import check_domain, industrial_names
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
 from clipmpcad.errors import DataError
@@ -71,7 +71,7 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
 
 
 def _normal(split: Path, names: tuple[str, ...]) -> tuple[Sample, ...]:
-    good = next((p for n in names if (p := find_child(split, n)) and p.is_dir()), None)
+    good = find_dir(split, *names)
     if good is None:
         raise DataError(f"{split}: normal image folder not found (looked for {' or '.join(names)})")
     return tuple(Sample(image=p, label=NORMAL) for p in list_image_files(good))
@@ -87,11 +87,10 @@ def _anomalous(defect_dir: Path, ground_truth: Path | None) -> tuple[Sample, ...
     defect = defect_dir.name
     if ground_truth is None:
         return tuple(Sample(image=p, label=ANOMALOUS, defect=defect) for p in images)
-    mask_dir = find_child(ground_truth, defect)
-    if mask_dir is None or not mask_dir.is_dir():
+    mask_dir = find_dir(ground_truth, defect)
+    if mask_dir is None:
         raise DataError(
             f"{ground_truth / defect}: mask folder not found for the {len(images)} "
             f"anomalous images of {defect_dir}: {show_names([p.name for p in images])}"
         )
-    masks = pair_masks(images, index_masks(mask_dir, MASK_SUFFIXES), mask_dir)
-    return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect=defect) for p, m in zip(images, masks, strict=True))
+    return masked_samples(images, mask_dir, MASK_SUFFIXES, defect)

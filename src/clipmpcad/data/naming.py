@@ -7,9 +7,8 @@ generic prompt set of its domain ("generic_industrial" or "generic_medical").
 
 from __future__ import annotations
 
+from clipmpcad.config import DOMAINS
 from clipmpcad.errors import ConfigError
-
-DOMAINS = ("medical", "industrial")
 
 # BMAD (METHOD §4): category → (object name, prompt set, has pixel masks).
 BMAD_CATEGORIES = {

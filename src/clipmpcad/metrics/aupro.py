@@ -86,7 +86,7 @@ def aupro_from_sorted(
         area += 0.5 * float(np.sum(pro(s, "left") + pro(s, "right")))
     if cut_value is not None:
         key = np.asarray([cut_value])
-        above = n0 - int(np.searchsorted(normal, cut_value, side="right"))  # FPR·N0 at PRO(> s)
+        above = n0 - first_full  # FPR·N0 at PRO(> s)
         at_or_above = n0 - int(np.searchsorted(normal, cut_value, side="left"))
         y0, y1 = float(pro(key, "right")[0]), float(pro(key, "left")[0])
         width = budget - above  # part of the cut group's FPR step inside the limit

@@ -23,6 +23,12 @@ from ..metrics import Curves
 
 GREEN = (0, 255, 0)  # ground-truth outline
 RED = (255, 0, 0)  # predicted-mask outline
+DISPLAY_RANGE = (0.0, 1.0)  # fused maps: 0–1 spans the normal references (clean) or the test set (paper)
+
+
+def display_map(amap: np.ndarray, sigma: float | None) -> np.ndarray:
+    """The map as drawn: Gaussian smoothing of `sigma` pixels (None or 0: none); scores never see it."""
+    return ndimage.gaussian_filter(np.asarray(amap, dtype=np.float64), sigma=sigma) if sigma else amap
 
 
 def _normalise(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -62,8 +68,7 @@ def heatmap_overlay(
     _check_rgb(image_rgb)
     if amap.shape != image_rgb.shape[:2]:
         raise DataError(f"map {amap.shape} and image {image_rgb.shape[:2]} differ: resize the map")
-    if sigma:
-        amap = ndimage.gaussian_filter(np.asarray(amap, dtype=np.float64), sigma=sigma)
+    amap = display_map(amap, sigma)
     colour = matplotlib.colormaps[cmap](_normalise(amap, vmin, vmax))[..., :3] * 255.0  # (H,W,3)
     blended = (1.0 - alpha) * image_rgb + alpha * colour
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

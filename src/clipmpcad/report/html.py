@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from ..atomic import write_text
 from ..errors import DataError
@@ -26,6 +25,7 @@ from ..protocols import PROTOCOLS, RANDOM_WEIGHTS_NOTE
 from .figures import (
     GREEN,
     RED,
+    display_map,
     draw_contour,
     heatmap_overlay,
     png_bytes,
@@ -114,8 +114,7 @@ def _case_html(case: Case, thumbnail: int, sigma: float | None) -> str:
     scale = min(1.0, thumbnail / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     image = _shrink(case.image, size, Image.Resampling.BILINEAR)
-    shown = ndimage.gaussian_filter(case.amap.astype(np.float64), sigma) if sigma else case.amap
-    amap = _shrink(shown, size, Image.Resampling.BILINEAR)  # smoothed at full size: sigma in pixels
+    amap = _shrink(display_map(case.amap, sigma), size, Image.Resampling.BILINEAR)  # smoothed at full size
     overlay = heatmap_overlay(image, amap, case.vmin, case.vmax)
     if case.gt_mask is not None:
         truth = _shrink(case.gt_mask, size, Image.Resampling.NEAREST).astype(bool)

@@ -6,36 +6,31 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..data.dataset import read_original_mask
 from ..data.imageio import read_image
 from ..data.sample import Sample
-from ..decoder import resize_maps
+from .figures import DISPLAY_RANGE
 from .html import Case, write_report, wrongness
 
 if TYPE_CHECKING:  # import cycles: these modules import the report lazily
     from ..checkpoint import TrainedRun
     from ..config import RunConfig
     from ..evaluation import Evaluation
+    from ..predict import Prediction
 
-DISPLAY_RANGE = (0.0, 1.0)  # fused maps: 0–1 spans the normal references (clean) or the test set (paper)
 
-
-def case_for(
-    sample: Sample, amap: torch.Tensor, score: float, has_masks: bool, threshold: float, pixel_threshold: float
-) -> Case:
-    """One report case at the image's original size."""
-    image = np.asarray(read_image(sample.image))
+def case_for(sample: Sample, image: np.ndarray, pred: Prediction, has_masks: bool) -> Case:
+    """One report case at the image's original size, from its prediction."""
     return Case(
-        name=sample.image.name,
+        name=pred.name,
         image=image,
-        amap=resize_maps(amap, image.shape[:2]),
+        amap=pred.anomaly_map,
         gt_mask=read_original_mask(sample) if has_masks else None,
         label=int(sample.label),
-        score=score,
-        threshold=threshold,
-        pixel_threshold=pixel_threshold,
+        score=pred.score,
+        threshold=pred.threshold,
+        pixel_threshold=pred.pixel_threshold,
         vmin=DISPLAY_RANGE[0],
         vmax=DISPLAY_RANGE[1],
     )
@@ -49,25 +44,20 @@ def write_run_report(
     record: dict[str, Any],
     max_cases: int = 48,
 ) -> None:
-    from ..evaluation import batches  # local: evaluation imports the detector
+    from ..predict import Predictor  # local: predict imports the report's figures lazily
 
     cal = run.detector.calibration
     wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
     chosen = [samples[i] for i in np.argsort(-wrong, kind="stable")[:max_cases]]
+    predictor = Predictor(run, None, None)  # the run's own thresholds
+    batch = cfg.eval.batch_for(run.detector.device.type)
     cases = []
-    for batch in batches(chosen, run.prep, cfg.eval.batch_for(run.detector.device.type), 0):
-        scores = run.detector.score(batch.images)
-        for i, index in enumerate(batch.indices.tolist()):
-            cases.append(
-                case_for(
-                    chosen[index],
-                    scores.anomaly_map[i],
-                    float(scores.image_score[i]),
-                    run.meta.has_masks,
-                    cal.image_threshold,
-                    cal.pixel_threshold,
-                )
-            )
+    for start in range(0, len(chosen), batch):  # each image read once: scored and drawn from the same copy
+        part = chosen[start : start + batch]
+        images = [read_image(sample.image) for sample in part]
+        found = predictor.score_images(images, [sample.image.name for sample in part])
+        for sample, image, pred in zip(part, images, found, strict=True):
+            cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks))
     title = (
         f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
     )
@@ -80,5 +70,5 @@ def write_run_report(
         curves={"image": result.curves.image, "pixel": result.curves.pixel},
         cases=cases,
         max_cases=max_cases,
-        sigma=cfg.eval.sigma or None,
+        sigma=cfg.eval.sigma,
     )

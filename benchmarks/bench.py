@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from clipmpcad.config import BANK_PRECISIONS
+from clipmpcad.config import BANK_PRECISIONS, PRECISIONS
+from clipmpcad.runtime import precision_name
 
 
 def peak_rss_gib() -> float:
@@ -51,15 +52,25 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
-def floor_seconds(model, batch: int, device: torch.device, repeats: int) -> float:
-    """The bare OpenCLIP image tower (encode_image) on one batch, in this same process."""
+def floor_seconds(model, batch: int, device: torch.device, repeats: int, precision: str = "auto") -> float:
+    """The bare OpenCLIP image tower (encode_image) on one batch at `precision`, in this same process.
+
+    Under CPU autocast OpenCLIP's fused attention path runs about 20× slower than plain products,
+    so there the floor is the same tower run block by block as Backbone.blocks runs it (embedding,
+    all blocks, ln_post and proj of the CLS token: encode_image's arithmetic, at its faster speed).
+    """
     from clipmpcad.runtime import autocast
 
-    images = torch.rand(batch, 3, model.backbone.info.image_size, model.backbone.info.image_size, device=device)
+    backbone = model.backbone
+    images = torch.rand(batch, 3, backbone.info.image_size, backbone.info.image_size, device=device)
+    depth = len(backbone.visual.transformer.resblocks)
 
     def forward():
-        with torch.no_grad(), autocast(device):
-            model.backbone.visual(images)
+        with torch.no_grad(), autocast(device, precision):
+            if torch.is_autocast_enabled("cpu"):
+                backbone.project(backbone.blocks(backbone.embed(images), 0, depth)[:, :1])
+            else:
+                backbone.visual(images)
 
     return timed(forward, device, repeats)
 
@@ -85,7 +96,7 @@ def phase_floor(args) -> dict:
     device = torch.device(args.device)
     model = build(args)
     return {
-        f"floor_s_per_image_b{b}": floor_seconds(model, b, device, args.repeats) / b
+        f"floor_s_per_image_b{b}": floor_seconds(model, b, device, args.repeats, args.precision) / b
         for b in sorted({args.test_batch, 1, 8})
     }
 
@@ -111,9 +122,9 @@ def test_setup(args):
     model = build(args)
     s, k = args.image_size, args.k
     normals = support_set(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s), torch.zeros(k, dtype=torch.long))
-    model.bank = build_bank(model, normals, ("seg",), device, args.test_batch)
-    model.bank = model.bank.placed(device, args.bank_precision)
-    detector = Detector(model, None, has_masks=True, image_size=s, device=device)
+    model.bank = build_bank(model, normals, ("seg",), device, args.test_batch, args.precision)
+    model.bank = model.bank.placed(device, args.bank_precision, args.precision)
+    detector = Detector(model, None, has_masks=True, image_size=s, device=device, precision=args.precision)
     detector.calibration = calibrate_on_reference(
         detector, normals, batch=args.test_batch, image_fpr=0.05, pixel_fpr=0.01
     )
@@ -151,7 +162,7 @@ def phase_test(args) -> dict:
     model, detector = test_setup(args)
     images, labels, gt = test_inputs(args.image_size, args.test_batch, device)
     seconds = timed(lambda: test_pass(detector, images, labels, gt, 4), device, args.repeats) / 4
-    floor = floor_seconds(model, args.test_batch, device, args.repeats)
+    floor = floor_seconds(model, args.test_batch, device, args.repeats, args.precision)
     k = args.k
     bank_bytes = sum(t.numel() * t.element_size() for ts in model.bank.tokens.values() for t in ts)
     tag = f"k{k}{precision_tag(args.bank_precision)}"
@@ -186,16 +197,16 @@ def phase_train(args) -> dict:
     fit(
         model,
         support,
-        TrainConfig(epochs=args.epochs, batch_size=args.train_batch),
-        lr=1e-3,
+        TrainConfig(epochs=args.epochs, batch_size=args.train_batch, lr=1e-3),
         device=device,
         generator=torch.Generator().manual_seed(0),
+        precision=args.precision,
         on_epoch=mark,
         progress=False,
     )
     per_epoch = min(b - a for a, b in itertools.pairwise(epoch_times))
     first = epoch_times[0] - start
-    floor = floor_seconds(model, args.train_batch, device, args.repeats)
+    floor = floor_seconds(model, args.train_batch, device, args.repeats, args.precision)
     return {
         f"train_s_per_view_epoch_b{args.train_batch}": per_epoch / len(support),
         f"train_first_epoch_s_b{args.train_batch}": first,
@@ -225,6 +236,8 @@ def run_phase(args, phase: str, **extra) -> dict:
         str(args.repeats),
         "--adapter",
         args.adapter,
+        "--precision",
+        args.precision,
         "--epochs",
         str(args.epochs),
     ]
@@ -241,11 +254,13 @@ def precision_tag(precision: str) -> str:
     return "" if precision == "auto" else f"_{precision}"
 
 
-def bank_precisions(device: str) -> tuple[str, str]:
-    """The bank precision "auto" picks on `device` (memory_bank.bank_dtype's rule), and the other one."""
+def bank_precisions(device: str, precision: str) -> tuple[str, str]:
+    """The bank precision "auto" picks for a model computing at `precision` on `device`
+    (memory_bank.bank_dtype's rule), and the other one."""
     from clipmpcad.memory_bank import bank_dtype
+    from clipmpcad.runtime import compute_dtype
 
-    auto = "bf16" if bank_dtype("auto", torch.device(device)) == torch.bfloat16 else "fp32"
+    auto = "bf16" if bank_dtype("auto", compute_dtype(torch.device(device), precision)) == torch.bfloat16 else "fp32"
     return auto, "fp32" if auto == "bf16" else "bf16"
 
 
@@ -257,6 +272,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default="madff")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--bank-precision", choices=BANK_PRECISIONS, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="backbone and adapters")
     parser.add_argument("--repeats", type=int, default=3)
 
 
@@ -289,7 +305,7 @@ def collect(args) -> dict:
         "model": args.model,
         "image_size": args.image_size,
         "device": args.device,
-        "precision": "bf16 autocast" if args.device == "cuda" else "fp32",
+        "precision": precision_name(torch.device(args.device), args.precision),
         "test_batch": args.test_batch,
         "adapter": args.adapter,
         "torch": torch.__version__,
@@ -299,7 +315,7 @@ def collect(args) -> dict:
     results.update(run_phase(args, "floor"))
     for k in (4, 16):
         results.update(run_phase(args, "test", k=k))
-    _, other = bank_precisions(args.device)
+    _, other = bank_precisions(args.device, args.precision)
     results.update(run_phase(args, "test", k=4, bank_precision=other))
     for batch in (1, 8):
         results.update(run_phase(args, "train", train_batch=batch))
@@ -315,9 +331,9 @@ def report(args, r: dict) -> None:
         "",
         "| measure | value | ratio to the bare backbone in the same process |",
         "|---|---|---|",
-        f"| bare encode_image (own process) | {1 / floor:.2f} img/s | 1.00 |",
+        f"| bare image tower (own process) | {1 / floor:.2f} img/s | 1.00 |",
     ]
-    auto, other = bank_precisions(args.device)
+    auto, other = bank_precisions(args.device, args.precision)
     for tag, what in (
         ("k4", f"k = 4 bank ({auto})"),
         ("k16", f"k = 16 bank ({auto})"),

@@ -46,12 +46,12 @@ def phases(args, model, detector, batch: int) -> dict:
 
     @torch.no_grad()
     def features():
-        with autocast(device):
+        with autocast(device, args.precision):
             model.features(images, last_branches=("seg",))
 
     @torch.no_grad()
     def forward():
-        with autocast(device):
+        with autocast(device, args.precision):
             model(images, branches=("seg",))
 
     def host():
@@ -63,7 +63,7 @@ def phases(args, model, detector, batch: int) -> dict:
 
     scores = detector.score(images)
     maps, image_scores = scores.anomaly_map.float().cpu().numpy(), scores.image_score.float().cpu().numpy()
-    timings = {"floor": floor_seconds(model, batch, device, args.repeats)}
+    timings = {"floor": floor_seconds(model, batch, device, args.repeats, args.precision)}
     for name, fn in (
         ("features", repeat(features)),
         ("forward", repeat(forward)),

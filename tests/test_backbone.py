@@ -205,3 +205,22 @@ def test_plain_block_forward_equals_open_clip_block(tiny_backbone) -> None:
         a = tiny_backbone.blocks(x, 0, 4)
     b = tiny_backbone.blocks(x, 0, 4)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_blocks_under_cpu_bf16_autocast_take_the_plain_path(tiny_backbone, monkeypatch) -> None:
+    """Under CPU autocast OpenCLIP's fused inference path is far slower, so blocks() runs the plain
+    products there; the result stays within bf16 rounding of the fp32 computation."""
+    import clipmpcad.backbone as backbone_module
+
+    calls = []
+    plain = backbone_module.block_forward
+    monkeypatch.setattr(backbone_module, "block_forward", lambda block, x: calls.append(1) or plain(block, x))
+    x = torch.randn(2, 65, 64)
+    with torch.no_grad():
+        exact = tiny_backbone.blocks(x, 0, 4)
+        assert calls == []  # fp32 inference: OpenCLIP's own block
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny_backbone.blocks(x, 0, 4)
+    assert len(calls) == 4
+    error = (low.float() - exact).norm() / exact.norm()
+    assert 0 < error < 2e-2, float(error)  # the products ran in bf16, and only rounding differs

@@ -132,6 +132,7 @@ def test_three_files_and_suite_record(suite):
     markdown = (out / "benchmark.md").read_text()
     assert RANDOM_NOTE in markdown and TEST_SELECTED_NOTE not in markdown
     assert "memory bank: exact" in markdown and "(no masks: bmad/SynthChest)" in markdown
+    assert "; computed in fp32 on cpu" in markdown  # what every cell ran at, from its metrics record
     assert "12 cells: datasets bmad, mvtec; shots 1, 2; seeds 1, 2" in markdown
     assert suite.table.to_markdown() in markdown
     rows = list(csv.DictReader(io.StringIO((out / "benchmark.csv").read_text())))

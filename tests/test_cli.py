@@ -12,6 +12,7 @@ from PIL import Image
 from clipmpcad.cli import build_parser, main
 from clipmpcad.config import RunConfig
 from clipmpcad.options import RUN_OPTIONS, config_from_args
+from clipmpcad.runtime import native_bf16
 
 TINY = ["--model", "clipmpcad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu"]
 
@@ -106,7 +107,9 @@ def train_argv(bench, run, *extra: str) -> list[str]:
 def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) -> None:
     run = tmp_path / "run"
     assert main(train_argv(synthetic_benchmark, run, "--shot", "2", "--epochs", "2")) == 0
-    assert "8 adapters of" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "8 adapters of" in out
+    assert ("--precision bf16" in out) == native_bf16()  # the faster choice, named where the CPU has it
     assert {p.name for p in run.iterdir()} >= {"config.json", "model.pt", "bank.pt", "shots.json", "train.json"}
     assert main(train_argv(synthetic_benchmark, run)) == 2  # no silent overwrite
     assert main(["test", str(run), "--quiet"]) == 0
@@ -128,8 +131,13 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     ):
         assert key in metrics, key
     assert metrics["backbone"]["random"] is True and metrics["removed_from_test"] == 2
+    assert (metrics["device"], metrics["precision"]) == ("cpu", "fp32")  # auto on a CPU: exact fp32
     assert (metrics["adapter"], metrics["prompts"]["mode"], metrics["levels"]) == ("madff", "base+p", [1, 2, 3, 4])
     assert (run / "report.html").stat().st_size > 10_000
+    assert main(["test", str(run), "--quiet", "--no-report", "--precision", "bf16"]) == 0
+    low = json.loads((run / "metrics.json").read_text())
+    assert low["precision"] == "bf16" and abs(low["pixel_auroc"] - metrics["pixel_auroc"]) < 0.03
+    capsys.readouterr()
     tile = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
     images = sorted((tile.root / tile.category / "test").rglob("*.png"))[:3]
     preds = tmp_path / "preds"

@@ -97,3 +97,16 @@ def test_bf16_bank_is_close_to_exact() -> None:
     approx = bank.to(torch.device("cpu"), torch.bfloat16).distances(query, "seg", 0)
     assert approx.dtype == torch.float32
     torch.testing.assert_close(approx, exact, rtol=0, atol=2e-2)
+
+
+def test_auto_bank_precision_follows_the_model_compute_type() -> None:
+    from clipmpcad.memory_bank import bank_dtype
+
+    assert bank_dtype("auto", torch.bfloat16) == torch.bfloat16  # a GPU, or --precision bf16
+    assert bank_dtype("auto", None) == torch.float32  # fp32 on a CPU
+    assert bank_dtype("fp32", torch.bfloat16) == torch.float32
+    assert bank_dtype("bf16", None) == torch.bfloat16
+    bank, _, _ = make_bank(views=2, tokens=4, dim=8)
+    placed = bank.placed(torch.device("cpu"), "auto", "bf16")
+    assert placed.tokens["seg"][0].dtype == torch.bfloat16
+    assert bank.placed(torch.device("cpu"), "auto").tokens["seg"][0].dtype == torch.float32

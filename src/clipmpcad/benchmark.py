@@ -202,7 +202,11 @@ def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfi
     ]
     if any(r.get("test_selected") for r in records):
         notes.append(TEST_SELECTED_NOTE)
-    notes.append(f"backbone: {backbone['model']}, weights {backbone['weights']}, image size {backbone['image_size']}")
+    computed = sorted({f"{r['precision']} on {r['device']}" for r in records if r.get("precision")})
+    notes.append(
+        f"backbone: {backbone['model']}, weights {backbone['weights']}, image size {backbone['image_size']}"
+        + (f"; computed in {', '.join(computed)}" if computed else "")
+    )
     if any(r["backbone"].get("random") for r in records):
         notes.append(RANDOM_NOTE)
     coreset = cfg.bank.coreset

@@ -6,7 +6,7 @@ fingerprint, never stored).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,12 @@ def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, 
         save_torch(folder / "bank.pt", model.bank.to(torch.device("cpu")).state())
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
-    """Rebuild a trained run's detector from its folder, on `device` (default: the run's)."""
+def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> TrainedRun:
+    """Rebuild a trained run's detector from its folder, on `device` at `precision` (default: the run's)."""
     run_dir = require_run_dir(run_dir)
     config = load_config(run_dir / "config.json")
+    if precision is not None:
+        config = replace(config, precision=precision)
     saved = load_torch(run_dir / "model.pt")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / 'model.pt'} is not a ClipMPCAD checkpoint of format {CHECKPOINT_FORMAT}")
@@ -110,7 +112,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
     if model.bank is not None:
-        model.bank = model.bank.placed(torch_device, config.bank.precision)
+        model.bank = model.bank.placed(torch_device, config.bank.precision, config.precision)
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])
     detector = Detector(
         model,
@@ -119,6 +121,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> TrainedRun:
         image_size=backbone.info.image_size,
         device=torch_device,
         score_sigma=config.eval.score_sigma,  # as the calibration was fitted
+        precision=config.precision,
     )
     prep = Preprocess(backbone.info.image_size, meta.normalize, backbone.mean, backbone.std)
     return TrainedRun(run_dir, config, meta, detector, prep)

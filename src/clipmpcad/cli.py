@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import PIXEL_RESOLUTIONS
+from .config import PIXEL_RESOLUTIONS, PRECISIONS
 from .errors import ClipMPCADError
+from .options import PRECISION_HELP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +73,7 @@ def _add_test(verbs: Any) -> None:
     test = verbs.add_parser("test", help="evaluate a run folder: metrics.json and report.html")
     test.add_argument("run", help="run folder from `clipmpcad train`")
     test.add_argument("--device")
+    test.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the run's)")
     test.add_argument("--pixel-resolution", choices=PIXEL_RESOLUTIONS)
     test.add_argument("--no-report", action="store_true", help="skip report.html")
     _add_quiet(test)
@@ -85,6 +87,7 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
     predict.add_argument("--recursive", action="store_true", help="look into sub-folders of folders")
     predict.add_argument("--device")
+    predict.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the run's)")
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
     predict.add_argument(
@@ -195,16 +198,33 @@ def describe_training(run: Path) -> str:
     params = record["adapter_parameters"]
     losses = record["losses"]
     loss = f", loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""
-    return (
+    line = (
         f"trained {run}: {len(losses)} epochs in {record['train_seconds']:.1f} s{loss}; "
         f"{params['adapters']} adapters of {params['per_adapter']:,} parameters ({params['trainable']:,} trainable)"
     )
+    return line + bf16_hint(record.get("device"), record.get("precision"))
+
+
+BF16_SPEED = (
+    "--precision bf16 runs several times faster (ViT-L-14-336 on a 2-core EPYC: test 3.7 ×, training 2.7 ×), "
+    "with results that differ by bf16 rounding"
+)
+
+
+def bf16_hint(device: str | None, precision: str | None) -> str:
+    """A second line for fp32 runs on a CPU that multiplies bf16 in hardware: the faster choice."""
+    from .runtime import native_bf16
+
+    if device != "cpu" or precision != "fp32" or not native_bf16():
+        return ""
+    return f"\nnote: this CPU computes bf16 natively; {BF16_SPEED}"
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     record = _test(
         Path(args.run),
         device=args.device,
+        precision=args.precision,
         pixel_resolution=args.pixel_resolution,
         progress=not args.quiet,
         report=not args.no_report,
@@ -236,7 +256,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in args.inputs:
         inputs += list_images(item, recursive=args.recursive)
     inputs = list(dict.fromkeys(p.resolve() for p in inputs))  # a file named twice is scored once
-    predictor = Predictor.from_run(args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr)
+    predictor = Predictor.from_run(
+        args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr, precision=args.precision
+    )
     csv_path = predict_to_folder(
         predictor,
         inputs,

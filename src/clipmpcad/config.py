@@ -17,7 +17,8 @@ SHOT_SOURCES = ("auto", "list", "sample")
 DOMAINS = ("medical", "industrial")
 PIXEL_RESOLUTIONS = ("model", "original")
 LEVEL_WEIGHTS = ("equal", "learned")
-BANK_PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # compute (RunConfig.precision) and bank storage
+BANK_PRECISIONS = PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class RunConfig:
     protocol: str = "clean"  # a name in protocols.PROTOCOLS
     seed: int = 111  # shots (when sampled), augmentation order, adapter init (METHOD §8)
     device: str = "auto"
+    precision: str = "auto"  # backbone and adapters: "auto" bf16 on GPU, fp32 on CPU; "fp32"; "bf16"
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -172,6 +174,7 @@ class RunConfig:
         from .protocols import get_protocol
 
         get_protocol(self.protocol)
+        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))

@@ -50,6 +50,7 @@ class Detector:
         image_size: int,
         device: torch.device,
         score_sigma: float = 0.0,
+        precision: str = "auto",
     ) -> None:
         self.model = model.to(device).eval()
         self.calibration = calibration
@@ -57,6 +58,7 @@ class Detector:
         self.map_branch = "seg" if has_masks else "det"  # classification-only sets map their det branch
         self.image_size = image_size
         self.device = device
+        self.precision = precision  # autocast of the backbone and adapters (runtime.compute_dtype)
         self.score_sigma = score_sigma  # Gaussian smoothing of the scored maps (eval.smooth_scores); 0: none
 
     @torch.no_grad()
@@ -68,7 +70,7 @@ class Detector:
         self, images: torch.Tensor, exclude: torch.Tensor | None, with_levels: bool = False
     ) -> tuple[BranchMaps, torch.Tensor | None]:
         """Branch maps of a batch, and with_levels its per-level zero-shot maps (B, L, S, S)."""
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             out = self.model(
                 images.to(self.device, non_blocking=True),  # from pinned memory: no wait on the device
                 exclude=None if exclude is None else exclude.to(self.device),
@@ -93,7 +95,12 @@ class Detector:
 
 @torch.no_grad()
 def build_bank(
-    model: ClipMPCAD, normals: SupportSet, branches: tuple[str, ...], device: torch.device, batch: int
+    model: ClipMPCAD,
+    normals: SupportSet,
+    branches: tuple[str, ...],
+    device: torch.device,
+    batch: int,
+    precision: str = "auto",
 ) -> MemoryBank:
     """The bank of the normal support views (patches and CLS of every level) for `branches`.
 
@@ -104,7 +111,7 @@ def build_bank(
     tokens_per_view = 1 + model.grid[0] * model.grid[1]
     bank = MemoryBank.allocate(branches, len(model.levels), owners, tokens_per_view, model.prototypes.shape[0])
     for start in range(0, len(normals), batch):
-        with autocast(device):
+        with autocast(device, precision):
             feats = model.features(normals.images[start : start + batch].to(device), last_branches=branches)
         for b in branches:
             for level, f in enumerate(feats.branch(b)):

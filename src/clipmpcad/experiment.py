@@ -31,7 +31,7 @@ from .protocols import RANDOM_WEIGHTS_NOTE, TEST_SELECTED_NOTE, Protocol, get_pr
 from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
 from .report.tables import benchmark_table, percent
 from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
-from .runtime import configure_cpu, fixed_torch_seed, resolve_device, seed_everything
+from .runtime import configure_cpu, fixed_torch_seed, precision_name, resolve_device, seed_everything
 from .scoring import Calibration
 from .synthesis import synthesise_anomalies
 from .training import SupportSet, TrainHistory, fit
@@ -145,7 +145,14 @@ def train_run(
     history = TrainHistory()
     if support is not None:
         history = fit(
-            model, support, cfg.train, lr=lr, device=device, generator=generator, on_epoch=selector, progress=progress
+            model,
+            support,
+            dataclasses.replace(cfg.train, lr=lr),
+            device=device,
+            generator=generator,
+            precision=cfg.precision,
+            on_epoch=selector,
+            progress=progress,
         )
     if selector is not None:
         selector.restore()
@@ -160,6 +167,7 @@ def train_run(
         "adapter_parameters": adapter_parameters(model),
         "train_seconds": time.perf_counter() - start,
         "device": str(device),
+        "precision": precision_name(device, cfg.precision),
         "best_epoch": None if selector is None else selector.best_epoch,
     }
     with staged_run_dir(out, overwrite) as stage:
@@ -286,13 +294,15 @@ def finish_model(
         image_size=model.backbone.info.image_size,
         device=device,
         score_sigma=cfg.eval.score_sigma,
+        precision=cfg.precision,
     )
     model.bank = None
     if protocol.uses_bank and normals is not None:  # only the branch the maps come from (METHOD §6)
-        bank = build_bank(model, normals, (detector.map_branch,), device, cfg.eval.batch_for(device.type))
+        batch = cfg.eval.batch_for(device.type)
+        bank = build_bank(model, normals, (detector.map_branch,), device, batch, cfg.precision)
         if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
             bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
-        model.bank = bank.placed(device, cfg.bank.precision)
+        model.bank = bank.placed(device, cfg.bank.precision, cfg.precision)
     calibration = None  # "test": fitted by test_run on the test set
     if protocol.calibration == "fixed":
         calibration = fixed_calibration(model)
@@ -347,12 +357,13 @@ def test_run(
     run_dir: str | Path,
     *,
     device: str | None = None,
+    precision: str | None = None,
     pixel_resolution: str | None = None,
     progress: bool = True,
     report: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a trained run on its test split; writes metrics.json (and report.html)."""
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, precision)
     cfg = run.config
     if pixel_resolution is not None:
         cfg = cfg.with_overrides({"eval.pixel_resolution": pixel_resolution})
@@ -414,6 +425,8 @@ def metrics_record(
         "removed_from_test": shots.removed_from_test,
         "calibration": run.detector.calibration.to_dict(tables=False) if run.detector.calibration else None,
         "train_seconds": read_train_record(run.run_dir).get("train_seconds"),
+        "device": str(run.detector.device),
+        "precision": precision_name(run.detector.device, run.detector.precision),
         "test_seconds": result.seconds,
         "test_images_per_second": result.images_per_second,
     }

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .runtime import compute_dtype
+
 BRANCHES = ("seg", "det")
 
 
-def bank_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The bank's storage type: bf16 products (summed in fp32) on a GPU under "auto", else fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+def bank_dtype(precision: str, compute: torch.dtype | None) -> torch.dtype:
+    """The bank's storage type: under "auto" bf16 products (summed in fp32) when the model computes
+    in bf16 (runtime.compute_dtype: on a GPU, or --precision bf16), else fp32."""
+    if precision == "bf16" or (precision == "auto" and compute == torch.bfloat16):
         return torch.bfloat16
     return torch.float32
 
@@ -73,9 +76,10 @@ class MemoryBank:
         tokens = {b: [t.to(device, dtype or t.dtype) for t in ts] for b, ts in self.tokens.items()}
         return MemoryBank(tokens, {b: [g.to(device) for g in gs] for b, gs in self.groups.items()})
 
-    def placed(self, device: torch.device, precision: str) -> MemoryBank:
-        """The bank where it is searched, in the configured precision (BankConfig.precision)."""
-        return self.to(device, bank_dtype(precision, device))
+    def placed(self, device: torch.device, precision: str, compute: str = "auto") -> MemoryBank:
+        """The bank where it is searched, in the configured precision (BankConfig.precision) for a
+        model that computes at `compute` (RunConfig.precision)."""
+        return self.to(device, bank_dtype(precision, compute_dtype(device, compute)))
 
     def distances(
         self,

@@ -10,13 +10,17 @@ import argparse
 import json
 from typing import Any
 
-from .config import BANK_PRECISIONS, DOMAINS, PIXEL_RESOLUTIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
+from .config import BANK_PRECISIONS, DOMAINS, PIXEL_RESOLUTIONS, PRECISIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
 from .data import DATASETS
 from .data.folder import LAYOUT_OPTIONS
 from .errors import ConfigError
 from .madff import ADAPTERS
 from .prompts import PROMPT_MODES
 from .protocols import PROTOCOLS
+
+PRECISION_HELP = (
+    "backbone and adapters: auto (bf16 on GPU, fp32 on CPU), fp32, or bf16 (fast on CPUs with AVX512-BF16/AMX)"
+)
 
 # (flags, config key, argparse keywords); dest is the key with dots as underscores
 RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
@@ -30,6 +34,7 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--protocol",), "protocol", {"choices": sorted(PROTOCOLS), "help": "evaluation protocol (default clean)"}),
     (("--seed",), "seed", {"type": int, "help": "shots, augmentation order and adapter init (default 111)"}),
     (("--device",), "device", {"help": "auto, cpu, cuda or cuda:N"}),
+    (("--precision",), "precision", {"choices": PRECISIONS, "help": PRECISION_HELP}),
     (("--model",), "backbone.model", {"help": "OpenCLIP ViT name, local-dir:PATH or hf-hub:ID"}),
     (("--weights",), "backbone.weights", {"help": "pretrained tag (openai), checkpoint file, or random"}),
     (("--image-size",), "backbone.image_size", {"type": int, "help": "input side in pixels (default 240)"}),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from .config import PRECISIONS
 from .errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,11 +46,34 @@ def metric_threads(device: torch.device) -> int:
     return min(4, max(1, (os.cpu_count() or 1) // 4))
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU for the backbone and adapters; a no-op on CPU (fp32 there)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast type of the backbone and adapters (None: plain fp32). "auto" is bf16 on a GPU
+    and fp32 on a CPU; "bf16" on a CPU is several times faster where the CPU computes bf16
+    natively (AVX512-BF16 or AMX: native_bf16), slower where it does not."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def precision_name(device: torch.device, precision: str = "auto") -> str:
+    """What `precision` computes in on `device`, for records: "bf16" or "fp32"."""
+    return "bf16" if compute_dtype(device, precision) == torch.bfloat16 else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Autocast of the backbone and adapters at `precision` (compute_dtype); scores stay fp32."""
+    dtype = compute_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def native_bf16() -> bool:
+    """This CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), so --precision bf16 pays."""
+    cpu = torch.cpu
+    return any(getattr(cpu, f"_is_{name}_supported", lambda: False)() for name in ("avx512_bf16", "amx_tile"))
 
 
 def configure_cpu() -> None:

@@ -116,11 +116,13 @@ def default_micro_batch(batch_size: int, model: ClipMPCAD, device: torch.device)
 
 
 @torch.no_grad()
-def compute_prefixes(model: ClipMPCAD, images: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
+def compute_prefixes(
+    model: ClipMPCAD, images: torch.Tensor, device: torch.device, batch: int, precision: str = "auto"
+) -> torch.Tensor:
     """Tokens after the first level for every view, once per run: (V,3,S,S) → (V,1+N,C) on device."""
     chunks = []
     for start in range(0, images.shape[0], batch):
-        with autocast(device):
+        with autocast(device, precision):
             chunks.append(model.prefix(images[start : start + batch].to(device)).float())
     return torch.cat(chunks)
 
@@ -130,22 +132,28 @@ def fit(
     support: SupportSet,
     cfg: TrainConfig,
     *,
-    lr: float,
     device: torch.device,
     generator: torch.Generator,
+    precision: str = "auto",
     on_epoch: Callable[[int], None] | None = None,
     progress: bool = True,
 ) -> TrainHistory:
-    """Train the adapters (and learned level weights) on the support views; returns the loss history."""
+    """Train the adapters (and learned level weights) on the support views; returns the loss history.
+
+    cfg.lr must be set: the caller resolves the domain's default (METHOD §8). precision: the
+    autocast of the backbone and adapters (runtime.compute_dtype); the adapters' weights, their
+    gradients and the optimiser state stay fp32."""
+    if cfg.lr is None:
+        raise ValueError("fit needs a learning rate: resolve TrainConfig.lr's domain default first")
     history = TrainHistory()
     if cfg.epochs == 0 or not model.adapted:
         return history
     micro = cfg.micro_batch or default_micro_batch(cfg.batch_size, model, device)
-    prefixes = compute_prefixes(model, support.images, device, micro)
+    prefixes = compute_prefixes(model, support.images, device, micro, precision)
     masks, labels, seg = support.masks.to(device), support.labels.float().to(device), support.seg.to(device)
     protos = None if support.prototypes is None else support.prototypes.to(device)
     optimisers = [
-        torch.optim.Adam(params, lr=lr, betas=cfg.betas, fused=True)  # one kernel per step, CPU and GPU
+        torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, fused=True)  # one kernel per step, CPU and GPU
         for params in (model.branch_parameters("seg"), model.branch_parameters("det"))
         if params
     ]
@@ -160,7 +168,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
             for m in range(0, batch.numel(), micro):
                 idx = batch[m : m + micro]
-                with autocast(device):
+                with autocast(device, precision):
                     losses = objective(
                         model, prefixes[idx], masks[idx], labels[idx], seg[idx], None if protos is None else protos[idx]
                     )  # (b,)

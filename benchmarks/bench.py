@@ -88,6 +88,7 @@ def build(args):
     )
     prototypes = torch.nn.functional.normalize(torch.randn(backbone.info.embed_dim, 2), dim=0)
     model = ClipMPCAD(backbone, prototypes, AdapterConfig(kind=args.adapter), DecoderConfig())
+    backbone.store_products(torch.device(args.device), args.precision)
     return model.to(torch.device(args.device))
 
 

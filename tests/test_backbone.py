@@ -224,3 +224,31 @@ def test_blocks_under_cpu_bf16_autocast_take_the_plain_path(tiny_backbone, monke
     assert len(calls) == 4
     error = (low.float() - exact).norm() / exact.norm()
     assert 0 < error < 2e-2, float(error)  # the products ran in bf16, and only rounding differs
+
+
+def test_bf16_products_stored_on_a_cpu_change_no_result() -> None:
+    """store_products keeps the blocks' product weights in bf16 where autocast would cast them at
+    every call: outputs and input gradients are the same, only memory and time fall."""
+    cfg = BackboneConfig(model=TINY, weights="random", image_size=64)
+    plain, stored = load_backbone(cfg, with_text=False), load_backbone(cfg, with_text=False)
+    cpu = torch.device("cpu")
+    for device, precision in ((cpu, "fp32"), (cpu, "auto"), (torch.device("cuda"), "bf16")):
+        stored.store_products(device, precision)  # fp32 compute, or a GPU: nothing to store
+        assert stored.visual.transformer.resblocks[0].mlp.c_fc.weight.dtype == torch.float32
+    stored.store_products(cpu, "bf16")
+    block = stored.visual.transformer.resblocks[0]
+    assert block.attn.in_proj_weight.dtype == block.mlp.c_proj.weight.dtype == torch.bfloat16
+    assert block.ln_1.weight.dtype == stored.visual.proj.dtype == torch.float32
+    assert stored.fingerprint == plain.fingerprint  # runs trained either way load on the same backbone
+    assert not any(p.requires_grad for p in stored.parameters())
+    x = torch.randn(2, 65, 64)
+    outputs, grads = [], []
+    for backbone in (plain, stored):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = backbone.blocks(xi, 0, 4)
+        out.float().square().sum().backward()
+        outputs.append(out)
+        grads.append(xi.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-6)

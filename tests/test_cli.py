@@ -198,3 +198,15 @@ def test_prompts_and_datasets_verbs(tmp_path, capsys) -> None:
     assert main(["prompts", "show", "no_such_set"]) == 2
     assert main(["datasets"]) == 0
     assert "bmad" in capsys.readouterr().out
+
+
+def test_precision_hint_names_the_faster_choice(monkeypatch) -> None:
+    from clipmpcad import runtime
+    from clipmpcad.cli import bf16_hint
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
+    assert "--precision bf16 runs several times faster" in bf16_hint("cpu", "fp32")
+    assert bf16_hint("cpu", "bf16") == bf16_hint("cuda:0", "fp32") == ""
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    assert "slower here than fp32" in bf16_hint("cpu", "bf16")
+    assert bf16_hint("cpu", "fp32") == bf16_hint("cuda", "bf16") == ""

@@ -5,14 +5,13 @@ fingerprint, never stored).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .backbone import Backbone, BackboneInfo, load_backbone
+from .backbone import BackboneInfo, load_backbone
 from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
 from .errors import CheckpointError
@@ -53,15 +52,6 @@ class TrainedRun:
         return self.detector.model.backbone.info
 
 
-def fingerprint(backbone: Backbone) -> str:
-    """A short hash of a few backbone tensors: the same weights give the same string."""
-    digest = hashlib.sha256()
-    v = backbone.visual
-    for tensor in (v.conv1.weight, v.positional_embedding, v.proj, v.transformer.resblocks[-1].mlp.c_fc.weight):
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, meta: RunMeta) -> None:
     """model.pt (and bank.pt when the model has a bank) into a staged run folder."""
     state = {k: v.detach().cpu() for k, v in model.trained_state().items()}
@@ -73,7 +63,7 @@ def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, 
             "calibration": None if calibration is None else calibration.to_dict(),
             "meta": asdict(meta),
             "backbone": to_jsonable(asdict(model.backbone.info)),
-            "fingerprint": fingerprint(model.backbone),
+            "fingerprint": model.backbone.fingerprint,
         },
     )
     if model.bank is not None:
@@ -92,7 +82,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
     meta = RunMeta(**saved["meta"])
     protocol = get_protocol(config.protocol)
     backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai, with_text=False)
-    if fingerprint(backbone) != saved["fingerprint"]:
+    if backbone.fingerprint != saved["fingerprint"]:
         raise CheckpointError(
             f"the backbone weights ({backbone.info.describe()}) differ from those {run_dir} was trained with; "
             "point --weights at the same checkpoint"
@@ -111,6 +101,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         model.bank = MemoryBank.from_state(load_torch(run_dir / "bank.pt"))
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
+    backbone.store_products(torch_device, config.precision)
     if model.bank is not None:
         model.bank = model.bank.placed(torch_device, config.bank.precision, config.precision)
     calibration = None if saved["calibration"] is None else Calibration.from_dict(saved["calibration"])

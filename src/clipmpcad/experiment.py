@@ -131,6 +131,7 @@ def train_run(
     with fixed_torch_seed(cfg.seed):
         model = ClipMPCAD(backbone, prototypes, adapter, cfg.decoder).to(device)
     model.bank_block_size = cfg.bank.block_size
+    backbone.store_products(device, cfg.precision)
     if sources:  # zero-shot with adapters trained elsewhere (METHOD §9)
         support, lr = _source_support(cfg, sources, backbone, protocol), cfg.train.lr or 1e-4
     elif shots.normal:

@@ -153,8 +153,8 @@ def test_summarize_folder_rebuilds_the_same_table(suite):
 
 def test_second_run_reuses_every_cell(suite, spec, monkeypatch, capsys):
     stamps = {c.run_dir: (c.run_dir / "model.pt").stat().st_mtime_ns for c in suite.cells}
-    monkeypatch.setattr(experiment, "train_run", fail)
-    monkeypatch.setattr(experiment, "test_run", fail)
+    for name in ("train_model", "test_run", "evaluate_run"):
+        monkeypatch.setattr(experiment, name, fail)
     again = run_benchmark(BASE.with_overrides({"device": "cpu", "eval.batch_size": 3}), spec, suite.out)
     assert [r.status for r in again.cells] == ["reused"] * 12 and again.table == suite.table
     assert stamps == {c.run_dir: (c.run_dir / "model.pt").stat().st_mtime_ns for c in again.cells}
@@ -171,7 +171,7 @@ def test_deleted_metrics_retests_only_that_cell(data, tmp_path, monkeypatch):
     gone = first.cells[1].run_dir
     (gone / "metrics.json").unlink()
     tested, real_test = [], experiment.test_run
-    monkeypatch.setattr(experiment, "train_run", fail)
+    monkeypatch.setattr(experiment, "train_model", fail)
     monkeypatch.setattr(experiment, "test_run", lambda run, **kw: tested.append(run) or real_test(run, **kw))
     seen = []
     again = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False, on_cell=seen.append)
@@ -188,8 +188,8 @@ def test_crashed_cell_is_trained_again_alone(data, tmp_path, monkeypatch):
     stage = crashed.parent / f".{crashed.name}.abc123.partial"  # what runs.staged_run_dir leaves on a kill
     stage.mkdir()
     (stage / "config.json").write_text("{}")
-    trained, train = [], experiment.train_run
-    monkeypatch.setattr(experiment, "train_run", lambda cfg, out, **kw: trained.append(out) or train(cfg, out, **kw))
+    trained, train = [], experiment.train_model
+    monkeypatch.setattr(experiment, "train_model", lambda cfg, out, **kw: trained.append(out) or train(cfg, out, **kw))
     again = run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
     assert [r.status for r in again.cells] == ["trained", "reused"] and trained == [crashed]
     assert not stage.exists() and (crashed / "metrics.json").is_file()
@@ -199,7 +199,7 @@ def test_changed_settings_are_refused_unless_overwrite(data, tmp_path, monkeypat
     run_benchmark(BASE, tile_spec(data), tmp_path, progress=False)
     longer = BASE.with_overrides({"train.epochs": 2})
     with monkeypatch.context() as patch:
-        patch.setattr(experiment, "train_run", fail)
+        patch.setattr(experiment, "train_model", fail)
         with pytest.raises(ConfigError, match=r"suite run with other settings \(train.epochs: saved 1, requested 2"):
             run_benchmark(longer, tile_spec(data, seeds=(3,)), tmp_path, progress=False)
     assert not (tmp_path / "mvtec" / "synth_tile" / "1-shot" / "seed-3").exists()
@@ -235,7 +235,7 @@ def test_markdown_flags_paper_protocol_and_coreset(data, tmp_path):
 
 
 def test_bad_suites_fail_before_any_work(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "train_run", fail)
+    monkeypatch.setattr(experiment, "train_model", fail)
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         plan(SuiteSpec(datasets=(("nope", str(data)),)))
     with pytest.raises(DataError, match="no dataset has the category Nope; found bmad: SynthBrain, SynthChest"):

@@ -106,3 +106,16 @@ def test_precision_names_are_checked_and_resolved() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert compute_dtype(cpu, "auto") is None and compute_dtype(gpu, "auto") == torch.bfloat16
     assert compute_dtype(cpu, "bf16") == torch.bfloat16 and compute_dtype(gpu, "fp32") is None
+
+
+def test_the_trained_run_in_memory_tests_as_its_folder_does(synthetic_benchmark, tmp_path) -> None:
+    """train --test, seeds, the demo and suite cells evaluate the run still in memory instead of
+    reloading it: every metric equals the one the folder gives."""
+    s = brain(synthetic_benchmark)
+    run = experiment.train_model(tiny_run_config(s.dataset, s.root, s.category), tmp_path / "run", progress=False)
+    fresh = experiment.evaluate_run(run, progress=False, report=False)
+    loaded = experiment.test_run(run.run_dir, progress=False, report=False)
+    timings = {"test_seconds", "test_images_per_second"}
+    assert fresh.keys() == loaded.keys()
+    for key in fresh.keys() - timings:
+        assert fresh[key] == loaded[key], key

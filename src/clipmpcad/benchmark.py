@@ -383,8 +383,9 @@ def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) 
     run_dir = cell.run_dir(out)
     remove_leftovers(run_dir)
     if action == "train":  # the folder is absent, empty, or the user asked to replace it
-        experiment.train_run(cfg, run_dir, overwrite=True, progress=False)
-    if action == "reuse":
+        run = experiment.train_model(cfg, run_dir, overwrite=True, progress=False)
+        record = experiment.evaluate_run(run, progress=False, report=report)  # no second backbone load
+    elif action == "reuse":
         record = read_json(run_dir / "metrics.json")
     else:
         record = experiment.test_run(run_dir, device=cfg.device, progress=False, report=report)

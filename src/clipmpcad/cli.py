@@ -171,7 +171,7 @@ def _add_prompts(verbs: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .experiment import train_run, train_seeds
+    from .experiment import evaluate_run, train_model, train_seeds
     from .options import config_from_args
 
     cfg = config_from_args(args)
@@ -184,10 +184,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.seeds:
         cfg = cfg.with_overrides({"seed": args.seeds[0]})
-    run = train_run(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
-    print(describe_training(run))
+    run = train_model(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
+    print(describe_training(run.run_dir))
     if args.test:
-        _print_record(_test(run, progress=progress))
+        _print_record(evaluate_run(run, progress=progress))  # the trained run as it is: no second load
     return 0
 
 
@@ -227,7 +227,9 @@ def bf16_hint(device: str | None, precision: str | None) -> str:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    record = _test(
+    from .experiment import test_run
+
+    record = test_run(
         Path(args.run),
         device=args.device,
         precision=args.precision,
@@ -237,12 +239,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     )
     _print_record(record)
     return 0
-
-
-def _test(run: Path, **kwargs: Any) -> dict[str, Any]:
-    from .experiment import test_run
-
-    return test_run(run, **kwargs)
 
 
 def _print_record(record: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .data.synthetic import generate_benchmark
-from .experiment import describe_header, test_run, train_run
+from .experiment import describe_header, evaluate_run, train_model
 from .metrics.summary import RunResult
 from .report.tables import benchmark_table
 from .runs import check_new_run_dir, write_text
@@ -40,12 +40,12 @@ def run_demo(
     results, header = [], ""
     for s in bench.sets:
         cfg = demo_config(s.dataset, s.root, s.category, DEMO_EPOCHS if epochs is None else epochs)
-        run = train_run(cfg, out / "runs" / s.category, overwrite=overwrite, progress=progress)
-        record = test_run(run, progress=progress)
+        run = train_model(cfg, out / "runs" / s.category, overwrite=overwrite, progress=progress)
+        record = evaluate_run(run, progress=progress)
         header = header or describe_header(record)
         results.append(RunResult(record["dataset"], record["category"], record["shot"], record["seed"], record))
         if progress:
-            print(f"{s.dataset}/{s.category}: report in {run / 'report.html'}", flush=True)
+            print(f"{s.dataset}/{s.category}: report in {run.run_dir / 'report.html'}", flush=True)
     table = benchmark_table(results, metrics=("image_auroc", "pixel_auroc", "pixel_aupro")).to_markdown()
     text = "ClipMPCAD demo on a generated benchmark\n" + header.split("\n", 1)[1] + "\n" + table
     write_text(out / "demo.md", text)

@@ -102,7 +102,20 @@ def train_run(
     progress: bool = True,
     train_on: Sequence[str] | None = None,
 ) -> Path:
-    """Train one run and write its folder; returns the folder. Bad input fails before any work.
+    """Train one run and write its folder; returns the folder (train_model has the arguments)."""
+    return train_model(cfg, out, overwrite=overwrite, progress=progress, train_on=train_on).run_dir
+
+
+def train_model(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    train_on: Sequence[str] | None = None,
+) -> TrainedRun:
+    """Train one run and write its folder; returns the run as load_run would rebuild it from there,
+    without reading it back (evaluate_run tests it). Bad input fails before any work.
 
     train_on (zero-shot only): categories whose support sets train the adapters instead of the
     target's, as CATEGORY (same dataset and root) or DATASET:ROOT:CATEGORY (MVFA's leave-one-out).
@@ -176,7 +189,7 @@ def train_run(
         write_json(stage / "shots.json", shots_to_json(shots, data))
         save_model(stage, detector.model, calibration, meta)
         write_json(stage / "train.json", record)
-    return out
+    return TrainedRun(out, cfg, meta, detector, prep)
 
 
 NO_SHOTS = Shots(k=0, seed=None, source="none (zero-shot)", normal=(), abnormal=(), removed_from_test=0)
@@ -225,14 +238,14 @@ def train_seeds(
         check_new_run_dir(out / f"seed-{seed}", overwrite)
     results = []
     for seed in seeds:
-        run = train_run(
+        run = train_model(
             cfg.with_overrides({"seed": seed}),
             out / f"seed-{seed}",
             overwrite=overwrite,
             progress=progress,
             train_on=train_on,
         )
-        record = test_run(run, progress=progress)
+        record = evaluate_run(run, progress=progress)  # the trained run as it is: no second backbone load
         results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
     table = benchmark_table(results)
     write_text(out / "seeds.md", table.to_markdown())
@@ -363,8 +376,16 @@ def test_run(
     progress: bool = True,
     report: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on its test split; writes metrics.json (and report.html)."""
+    """Evaluate a run folder on its test split, on `device` at `precision` (default: the run's)."""
     run = load_run(run_dir, device, precision)
+    return evaluate_run(run, pixel_resolution=pixel_resolution, progress=progress, report=report)
+
+
+def evaluate_run(
+    run: TrainedRun, *, pixel_resolution: str | None = None, progress: bool = True, report: bool = True
+) -> dict[str, Any]:
+    """Evaluate a trained run (load_run's, or train_model's still in memory) on its test split;
+    writes metrics.json (and report.html) into its folder and returns the metrics record."""
     cfg = run.config
     if pixel_resolution is not None:
         cfg = cfg.with_overrides({"eval.pixel_resolution": pixel_resolution})

@@ -40,12 +40,12 @@ def run_demo(
     results, header = [], ""
     for s in bench.sets:
         cfg = demo_config(s.dataset, s.root, s.category, DEMO_EPOCHS if epochs is None else epochs)
-        run = train_model(cfg, out / "runs" / s.category, overwrite=overwrite, progress=progress)
-        record = evaluate_run(run, progress=progress)
+        run_dir = out / "runs" / s.category
+        record = evaluate_run(train_model(cfg, run_dir, overwrite=overwrite, progress=progress), progress=progress)
         header = header or describe_header(record)
         results.append(RunResult(record["dataset"], record["category"], record["shot"], record["seed"], record))
         if progress:
-            print(f"{s.dataset}/{s.category}: report in {run.run_dir / 'report.html'}", flush=True)
+            print(f"{s.dataset}/{s.category}: report in {run_dir / 'report.html'}", flush=True)
     table = benchmark_table(results, metrics=("image_auroc", "pixel_auroc", "pixel_aupro")).to_markdown()
     text = "ClipMPCAD demo on a generated benchmark\n" + header.split("\n", 1)[1] + "\n" + table
     write_text(out / "demo.md", text)

@@ -238,14 +238,18 @@ def train_seeds(
         check_new_run_dir(out / f"seed-{seed}", overwrite)
     results = []
     for seed in seeds:
-        run = train_model(
-            cfg.with_overrides({"seed": seed}),
-            out / f"seed-{seed}",
-            overwrite=overwrite,
+        # the trained run as it is (no second backbone load), and no reference kept to it: one
+        # seed's model is freed before the next one's is built
+        record = evaluate_run(
+            train_model(
+                cfg.with_overrides({"seed": seed}),
+                out / f"seed-{seed}",
+                overwrite=overwrite,
+                progress=progress,
+                train_on=train_on,
+            ),
             progress=progress,
-            train_on=train_on,
         )
-        record = evaluate_run(run, progress=progress)  # the trained run as it is: no second backbone load
         results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
     table = benchmark_table(results)
     write_text(out / "seeds.md", table.to_markdown())

@@ -210,3 +210,37 @@ def test_precision_hint_names_the_faster_choice(monkeypatch) -> None:
     monkeypatch.setattr(runtime, "native_bf16", lambda: False)
     assert "slower here than fp32" in bf16_hint("cpu", "bf16")
     assert bf16_hint("cpu", "fp32") == bf16_hint("cuda", "bf16") == ""
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """--help, argument errors and the option table answer at once: torch and OpenCLIP (seconds to
+    import) load only when a verb needs them, and the package's API names on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clipmpcad, clipmpcad.cli as cli; cli.build_parser(); "
+        "from clipmpcad.config import RunConfig; RunConfig(); "
+        "print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    import clipmpcad
+
+    assert clipmpcad.Predictor.from_run and clipmpcad.load_run.__name__ == "load_run"
+
+
+def test_a_closed_output_pipe_ends_quietly() -> None:
+    """`clipmpcad prompts list | head -1`: no traceback when the reader stops early."""
+    import subprocess
+    import sys
+
+    code = (
+        "import clipmpcad.cli as cli\n"
+        "def closed(args):\n"
+        "    raise BrokenPipeError\n"
+        "cli.cmd_prompts_list = closed\n"
+        "raise SystemExit(cli.main(['prompts', 'list']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (1, "")

@@ -124,3 +124,11 @@ def test_every_parameter_gets_a_gradient() -> None:
     (med.square().mean() + y.square().mean()).backward()
     for name, p in adapter.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_light_list_of_adapter_names_matches_the_registry() -> None:
+    """config.ADAPTER_KINDS lets the CLI and the config check names without importing torch."""
+    from clipmpcad.config import ADAPTER_KINDS
+    from clipmpcad.madff import ADAPTERS
+
+    assert tuple(ADAPTERS) == ADAPTER_KINDS

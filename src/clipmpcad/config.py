@@ -17,6 +17,7 @@ SHOT_SOURCES = ("auto", "list", "sample")
 DOMAINS = ("medical", "industrial")
 PIXEL_RESOLUTIONS = ("model", "original")
 LEVEL_WEIGHTS = ("equal", "learned")
+ADAPTER_KINDS = ("madff", "linear")  # madff.ADAPTERS' names, here so the CLI starts without torch
 PRECISIONS = ("auto", "fp32", "bf16")  # compute (RunConfig.precision) and bank storage
 BANK_PRECISIONS = PRECISIONS
 
@@ -42,16 +43,14 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    kind: str = "madff"  # a name in madff.ADAPTERS: "madff" or "linear" (MVFA baseline)
+    kind: str = "madff"  # a name in ADAPTER_KINDS (madff.ADAPTERS): "madff" or "linear" (MVFA baseline)
     reduction: int = 16  # channel-MLP reduction r (METHOD §3)
     spatial_kernel: int = 7  # local spatial attention window on the token grid
     learn_fusion: bool = False  # learn MADFF's fusion weights instead of the published ones
     residual: tuple[float, float, float] = (0.8, 0.1, 0.1)  # x ← a·x + b·y_seg + c·y_det
 
     def __post_init__(self) -> None:
-        from .madff import ADAPTERS
-
-        _check(self.kind in ADAPTERS, f"unknown adapter {self.kind!r}; choose one of {', '.join(ADAPTERS)}")
+        _check(self.kind in ADAPTER_KINDS, f"unknown adapter {self.kind!r}; choose one of {', '.join(ADAPTER_KINDS)}")
         _check(self.reduction >= 1, f"reduction must be ≥ 1, got {self.reduction}")
         _check(self.spatial_kernel % 2 == 1, f"spatial_kernel must be odd, got {self.spatial_kernel}")
         _check(len(self.residual) == 3, f"residual needs 3 weights, got {self.residual}")

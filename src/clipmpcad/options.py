@@ -10,11 +10,20 @@ import argparse
 import json
 from typing import Any
 
-from .config import BANK_PRECISIONS, DOMAINS, PIXEL_RESOLUTIONS, PRECISIONS, SHOT_SOURCES, SHOTS, RunConfig, load_config
+from .config import (
+    ADAPTER_KINDS,
+    BANK_PRECISIONS,
+    DOMAINS,
+    PIXEL_RESOLUTIONS,
+    PRECISIONS,
+    SHOT_SOURCES,
+    SHOTS,
+    RunConfig,
+    load_config,
+)
 from .data import DATASETS
 from .data.folder import LAYOUT_OPTIONS
 from .errors import ConfigError
-from .madff import ADAPTERS
 from .prompts import PROMPT_MODES
 from .protocols import PROTOCOLS
 
@@ -50,7 +59,7 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         {"action": "store_true", "default": None, "help": "allow downloading weights"},
     ),
     (("--cache-dir",), "backbone.cache_dir", {"help": "where pretrained weights are cached"}),
-    (("--adapter",), "adapter.kind", {"choices": sorted(ADAPTERS), "help": "madff (default) or linear (MVFA)"}),
+    (("--adapter",), "adapter.kind", {"choices": sorted(ADAPTER_KINDS), "help": "madff (default) or linear (MVFA)"}),
     (
         ("--learn-fusion",),
         "adapter.learn_fusion",

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from open_clip.tokenizer import SimpleTokenizer
+from typing import TYPE_CHECKING, Any
 
 from .config import DOMAINS
 from .errors import PromptError
+
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 PROMPT_MODES = {
     "base": "the base ensemble only",
@@ -155,6 +156,8 @@ class PromptSet:
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> SimpleTokenizer:
+    from open_clip.tokenizer import SimpleTokenizer  # here: importing open_clip takes seconds
+
     return SimpleTokenizer()
 
 

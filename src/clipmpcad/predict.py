@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,14 +162,20 @@ class Predictor:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
-        results: list[Prediction] = []
+        batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
+        return [pred for batch in batches for _, pred in batch]
+
+    def scored_batches(
+        self, items: Sequence[Image.Image | torch.Tensor | Path], *, with_levels: bool, batch_size: int
+    ) -> Iterator[list[tuple[Image.Image, Prediction]]]:
+        """Items scored batch_size at a time, in input order: each image as read (RGB) with its
+        prediction, so that a caller can draw on the image without reading it again."""
         for start in range(0, len(items), batch_size):
             chunk = list(enumerate(items[start : start + batch_size], start))
             images = [_to_rgb(item, i) for i, item in chunk]
             names = [_name(item, i) for i, item in chunk]
             paths = [item if isinstance(item, Path) else None for _, item in chunk]
-            results += self.score_images(images, names, with_levels=with_levels, paths=paths)
-        return results
+            yield list(zip(images, self.score_images(images, names, with_levels=with_levels, paths=paths), strict=True))
 
     def score_images(
         self,
@@ -321,14 +327,13 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     rows = []
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
     with staged_run_dir(out, overwrite) as stage:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            images = [read_image(p) for p in chunk]
-            found = predictor.score_images(images, [p.name for p in chunk], with_levels=save_levels, paths=chunk)
-            for image, name, pred in zip(images, names[start : start + len(chunk)], found, strict=True):
+        stems = iter(names)
+        for batch in predictor.scored_batches(paths, with_levels=save_levels, batch_size=batch_size):
+            for image, pred in batch:
+                name = next(stems)
                 files = write_outputs(stage, name, np.asarray(image), pred, save_maps, sigma)
                 rows.append(_csv_row(predictor, pred, name, files))
-            bar.update(len(chunk))
+            bar.update(len(batch))
         write_text(stage / CSV_NAME, _csv_text(rows))
     bar.close()
     return out / CSV_NAME

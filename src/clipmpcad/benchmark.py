@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import experiment
-from .atomic import remove_leftovers
+from .atomic import remove_leftovers, write_json, write_text
 from .config import SHOTS, RunConfig, load_config
 from .data import list_categories
 from .errors import ConfigError, DataError
@@ -30,7 +30,7 @@ from .metrics.summary import RATIO_METRICS, RunResult
 from .protocols import RANDOM_WEIGHTS_NOTE, get_protocol
 from .protocols import TEST_SELECTED_NOTE as _TEST_SELECTED_NOTE
 from .report.tables import BenchmarkTable, benchmark_table, percent
-from .runs import read_json, write_json, write_text
+from .runs import read_json
 from .weights import is_random
 
 SUITE_FORMAT = 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .atomic import save_torch
 from .backbone import BackboneInfo, load_backbone
 from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
@@ -19,7 +20,7 @@ from .evaluation import Preprocess
 from .memory_bank import MemoryBank
 from .model import ClipMPCAD
 from .protocols import get_protocol
-from .runs import load_torch, read_json, require_run_dir, save_torch
+from .runs import load_torch, read_json, require_run_dir
 from .runtime import resolve_device
 from .scoring import Calibration
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import PIXEL_RESOLUTIONS, PRECISIONS
+from .config import MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
 from .errors import ClipMPCADError
-from .options import PRECISION_HELP
+from .options import PRECISION_HELP, add_run_options, config_from_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,8 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train(verbs: Any) -> None:
     """train: the run options, seeds, zero-shot sources."""
     train = verbs.add_parser("train", help="train a run: adapters, memory bank, calibration")
-    from .options import add_run_options
-
     add_run_options(train)
     train.add_argument("--seeds", type=int, nargs="+", help="several seeds: OUT/seed-N each, tested, mean ± std")
     train.add_argument(
@@ -94,9 +92,7 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the run's)")
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
-    predict.add_argument(
-        "--save-maps", choices=["npy", "png16"], help="also save anomaly maps (float .npy or 16-bit PNG)"
-    )
+    predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
     predict.add_argument("--batch-size", type=int, default=16)
@@ -116,8 +112,6 @@ def _add_demo(verbs: Any) -> None:
 def _add_benchmark(verbs: Any) -> None:
     """benchmark: suites of categories × shots × seeds."""
     bench = verbs.add_parser("benchmark", help="run a suite of categories × shots × seeds into tables")
-    from .options import add_run_options
-
     add_run_options(bench)
     bench.add_argument("--suite", nargs="+", metavar="DATASET=ROOT", help="several datasets at once")
     bench.add_argument("--categories", nargs="+", help="only these categories (default: all found)")
@@ -176,7 +170,6 @@ def _add_prompts(verbs: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .experiment import evaluate_run, train_model, train_seeds
-    from .options import config_from_args
 
     cfg = config_from_args(args)
     progress = not args.quiet
@@ -292,7 +285,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import SuiteSpec, parse_dataset, run_benchmark
-    from .options import config_from_args
 
     cfg = config_from_args(args)
     pairs = [parse_dataset(item) for item in args.suite] if args.suite else [(cfg.data.dataset, cfg.data.root)]

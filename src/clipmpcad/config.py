@@ -17,6 +17,7 @@ SHOT_SOURCES = ("auto", "list", "sample")
 DOMAINS = ("medical", "industrial")
 PIXEL_RESOLUTIONS = ("model", "original")
 LEVEL_WEIGHTS = ("equal", "learned")
+MAP_FORMATS = ("npy", "png16")  # what `predict --save-maps` writes: float .npy or 16-bit PNG
 ADAPTER_KINDS = ("madff", "linear")  # madff.ADAPTERS' names, here so the CLI starts without torch
 PRECISIONS = ("auto", "fp32", "bf16")  # compute (RunConfig.precision) and bank storage
 BANK_PRECISIONS = PRECISIONS

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import write_text
 from .config import RunConfig
 from .data.synthetic import generate_benchmark
 from .experiment import describe_header, evaluate_run, train_model
 from .metrics.summary import RunResult
 from .report.tables import benchmark_table
-from .runs import check_new_run_dir, write_text
+from .runs import check_new_run_dir
 
 DEMO_BACKBONE = {"model": "clipmpcad-tiny", "weights": "random", "image_size": 96}
 DEMO_EPOCHS = 15

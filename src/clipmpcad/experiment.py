@@ -1,5 +1,7 @@
 """A run from configuration to run folder: data and shots, backbone and prototypes, training,
-bank and calibration (`train_run`); then evaluation into metrics.json and the report (`test_run`).
+bank and calibration (`train_model`, returning the run in memory; `train_run`, its folder); then
+evaluation into metrics.json and the report (`evaluate_run` on a run in memory, `test_run` on a
+folder).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .atomic import write_json, write_text
 from .augment import expand_views
 from .backbone import Backbone, load_backbone
 from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
@@ -30,7 +33,7 @@ from .prompts import load_prompt_set
 from .protocols import RANDOM_WEIGHTS_NOTE, TEST_SELECTED_NOTE, Protocol, get_protocol
 from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
 from .report.tables import benchmark_table, percent
-from .runs import check_new_run_dir, staged_run_dir, write_json, write_text
+from .runs import check_new_run_dir, staged_run_dir
 from .runtime import configure_cpu, fixed_torch_seed, precision_name, resolve_device, seed_everything
 from .scoring import Calibration
 from .synthesis import synthesise_anomalies
@@ -315,8 +318,8 @@ def finish_model(
         precision=cfg.precision,
     )
     model.bank = None
+    batch = cfg.eval.batch_for(device.type)
     if protocol.uses_bank and normals is not None:  # only the branch the maps come from (METHOD §6)
-        batch = cfg.eval.batch_for(device.type)
         bank = build_bank(model, normals, (detector.map_branch,), device, batch, cfg.precision)
         if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
             bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
@@ -328,7 +331,7 @@ def finish_model(
         calibration = calibrate_on_reference(
             detector,
             normals,
-            batch=cfg.eval.batch_for(device.type),
+            batch=batch,
             image_fpr=cfg.eval.image_fpr,
             pixel_fpr=cfg.eval.pixel_fpr,
         )

@@ -24,16 +24,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import write_bytes, write_text
 from .checkpoint import TrainedRun, load_run
+from .config import MAP_FORMATS
 from .data.dataset import image_to_tensor
 from .data.imageio import image_size, read_image
 from .decoder import resize_maps
 from .errors import CheckpointError, ConfigError, DataError
 from .protocols import get_protocol
-from .runs import read_json, staged_run_dir, write_bytes, write_text
+from .runs import read_json, staged_run_dir
 from .scoring import Calibration
 
-MAP_FORMATS = ("npy", "png16")  # choices of save_maps (argparse choices of --save-maps)
 CSV_NAME = "predictions.csv"
 CSV_COLUMNS = (
     "file",

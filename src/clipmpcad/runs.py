@@ -19,20 +19,8 @@ from typing import Any
 
 import torch
 
-from .atomic import save_torch, staged_folder, write_bytes, write_json, write_text
+from .atomic import staged_folder
 from .errors import CheckpointError, ConfigError
-
-__all__ = [
-    "check_new_run_dir",
-    "load_torch",
-    "read_json",
-    "require_run_dir",
-    "save_torch",
-    "staged_run_dir",
-    "write_bytes",
-    "write_json",
-    "write_text",
-]
 
 
 def load_torch(path: str | Path) -> Any:

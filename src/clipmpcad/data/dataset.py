@@ -9,7 +9,7 @@ Pixel metrics at the original resolution use `read_original_mask` instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +50,16 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device` (original masks stay numpy arrays)."""
-        tensors = (t.to(device) for t in (self.images, self.masks, self.labels, self.indices))
-        return Batch(*tensors, self.original_masks)
+        return self._map(lambda t: t.to(device))
 
     def pin_memory(self) -> Batch:
         """The same batch in page-locked memory: the DataLoader calls this (pin_memory=True), so that
         copies to the GPU can run asynchronously."""
-        tensors = (t.pin_memory() for t in (self.images, self.masks, self.labels, self.indices))
-        return Batch(*tensors, self.original_masks)
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """`fn` applied to every tensor field; the original masks are kept as they are."""
+        return Batch(*(fn(t) for t in (self.images, self.masks, self.labels, self.indices)), self.original_masks)
 
 
 def image_to_tensor(

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipmpcad.config import SHOT_SOURCES  # "auto": the list file when there is one
-from clipmpcad.config import SHOTS as ALLOWED_SHOTS
+from clipmpcad.config import SHOT_SOURCES, SHOTS  # SHOT_SOURCES "auto": the list file when there is one
 from clipmpcad.data.files import show_names
 from clipmpcad.data.sample import CategoryData, Sample
 from clipmpcad.errors import ConfigError, DataError
@@ -42,11 +41,11 @@ class Shots:
 
 
 def check_k(k: int, allow_any: bool = False) -> int:
-    """`k` if allowed (ALLOWED_SHOTS, or any positive k with `allow_any`); else a ConfigError."""
+    """`k` if allowed (SHOTS, or any positive k with `allow_any`); else a ConfigError."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"shots k must be a positive integer, got {k!r}")
-    if not allow_any and k not in ALLOWED_SHOTS:
-        raise ConfigError(f"shots k={k} is not one of {', '.join(map(str, ALLOWED_SHOTS))}")
+    if not allow_any and k not in SHOTS:
+        raise ConfigError(f"shots k={k} is not one of {', '.join(map(str, SHOTS))}")
     return k
 
 

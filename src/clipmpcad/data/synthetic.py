@@ -134,7 +134,7 @@ def _write_bmad_set(
     overwrite: bool,
 ) -> SyntheticSet:
     data_dir, list_dir = root / f"{name}_AD", root / "fewshot_seed" / name
-    for target in (data_dir, list_dir):
+    for target in (data_dir, list_dir):  # both refused before either is built
         _refuse_existing(target, overwrite)
     folders = [
         ("valid", "good", config.n_pool),
@@ -143,7 +143,7 @@ def _write_bmad_set(
         ("test", "Ungood", config.n_test_abnormal),
     ]
     pools: dict[str, list[str]] = {"good": [], "Ungood": []}
-    with _atomic_folder(data_dir, overwrite) as tmp, _atomic_folder(list_dir, overwrite) as lists:
+    with staged_folder(data_dir) as tmp, staged_folder(list_dir) as lists:
         for folder_code, (split, group, count) in enumerate(folders):
             for i in range(count):
                 drawn = draw(config.image_size, _image_rng(seed, code, folder_code, i), group == "Ungood")

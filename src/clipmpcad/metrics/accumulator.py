@@ -92,6 +92,24 @@ def _prepare_same_size(maps: np.ndarray, masks: np.ndarray | None, b: int) -> tu
     return prepare_pixels(maps, truth), maps.shape[1:]
 
 
+def _prepare_pixels(
+    maps: ArrayOrList | None, masks: ArrayOrList | None, b: int
+) -> list[tuple[PixelBatch, tuple[int, int]]]:
+    """A batch's pixels ready to store: one prepared part per map size (a list of maps of any sizes)."""
+    if maps is None:
+        raise DataError("pixel_metrics=True but add() got no maps: pass (B,H,W) anomaly maps")
+    if not isinstance(maps, list | tuple):  # one (B,H,W) array (or CPU tensor)
+        return [_prepare_same_size(np.asarray(maps), None if masks is None else np.asarray(masks), b)]
+    masks = [None] * len(maps) if masks is None else masks
+    if len(maps) != b or len(masks) != b:
+        raise DataError(f"a batch of {b} images came with {len(maps)} maps, {len(masks)} masks")
+    out = []
+    for amap, mask in zip(maps, masks, strict=True):
+        one_mask = None if mask is None else np.asarray(mask)[None]  # (1,H,W)
+        out.append(_prepare_same_size(np.asarray(amap)[None], one_mask, 1))
+    return out
+
+
 class MetricsAccumulator:
     """Collects image scores, labels and (optionally) pixel maps and masks; computes Metrics.
 
@@ -142,7 +160,7 @@ class MetricsAccumulator:
             raise DataError("image scores contain NaN or infinity: check the model's output")
         if not np.isin(labels, (0, 1)).all():
             raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got {np.unique(labels)}")
-        pixels = self._prepare_pixels(maps, masks, len(scores)) if self.pixel_metrics else []
+        pixels = _prepare_pixels(maps, masks, len(scores)) if self.pixel_metrics else []
         return PreparedBatch(scores, labels.astype(np.uint8), pixels)
 
     def commit(self, batch: PreparedBatch) -> None:
@@ -152,22 +170,6 @@ class MetricsAccumulator:
             self._sizes.add(size)
         self._scores.append(batch.scores)
         self._labels.append(batch.labels)
-
-    def _prepare_pixels(
-        self, maps: ArrayOrList | None, masks: ArrayOrList | None, b: int
-    ) -> list[tuple[PixelBatch, tuple[int, int]]]:
-        if maps is None:
-            raise DataError("pixel_metrics=True but add() got no maps: pass (B,H,W) anomaly maps")
-        if not isinstance(maps, list | tuple):  # one (B,H,W) array (or CPU tensor)
-            return [_prepare_same_size(np.asarray(maps), None if masks is None else np.asarray(masks), b)]
-        masks = [None] * len(maps) if masks is None else masks
-        if len(maps) != b or len(masks) != b:
-            raise DataError(f"a batch of {b} images came with {len(maps)} maps, {len(masks)} masks")
-        out = []
-        for amap, mask in zip(maps, masks, strict=True):
-            one_mask = None if mask is None else np.asarray(mask)[None]  # (1,H,W)
-            out.append(_prepare_same_size(np.asarray(amap)[None], one_mask, 1))
-        return out
 
     def _image_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         scores = np.concatenate(self._scores) if self._scores else np.empty(0)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.dataset import read_original_mask
-from ..data.imageio import read_image
 from ..data.sample import Sample
 from .figures import DISPLAY_RANGE
 from .html import Case, write_report, wrongness
@@ -51,13 +50,13 @@ def write_run_report(
     chosen = [samples[i] for i in np.argsort(-wrong, kind="stable")[:max_cases]]
     predictor = Predictor(run, None, None)  # the run's own thresholds
     batch = cfg.eval.batch_for(run.detector.device.type)
-    cases = []
-    for start in range(0, len(chosen), batch):  # each image read once: scored and drawn from the same copy
-        part = chosen[start : start + batch]
-        images = [read_image(sample.image) for sample in part]
-        found = predictor.score_images(images, [sample.image.name for sample in part])
-        for sample, image, pred in zip(part, images, found, strict=True):
-            cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks))
+    # each image read once: scored and drawn from the same copy
+    scored = predictor.scored_batches([s.image for s in chosen], with_levels=False, batch_size=batch)
+    pairs = (pair for part in scored for pair in part)
+    cases = [
+        case_for(sample, np.asarray(image), pred, run.meta.has_masks)
+        for sample, (image, pred) in zip(chosen, pairs, strict=True)
+    ]
     title = (
         f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
     )

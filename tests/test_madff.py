@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +76,17 @@ def test_half_spectrum_statistics_equal_the_full_spectrum() -> None:
         mean, peak = spectrum_statistics(torch.log1p(torch.fft.rfft2(x).abs()), w)
         torch.testing.assert_close(mean, full.mean(dim=(2, 3)), rtol=0, atol=1e-12)
         torch.testing.assert_close(peak, full.amax(dim=(2, 3)), rtol=0, atol=1e-12)
+
+
+def test_frequency_gate_is_the_mlp_of_log1p_full_spectrum_statistics() -> None:
+    """METHOD §3's FAB, computed independently in float64 from fft2's whole spectrum with log1p."""
+    adapter = make()
+    t = torch.randn(3, H * W, C) * 4
+    grid = t.transpose(1, 2).reshape(3, C, H, W).double()
+    spectrum = torch.log1p(torch.fft.fft2(grid).abs())
+    mlp = copy.deepcopy(adapter.frequency.net).double()
+    expected = torch.sigmoid(mlp(spectrum.mean(dim=(2, 3))) + mlp(spectrum.amax(dim=(2, 3))))
+    torch.testing.assert_close(adapter.frequency_gate(t, GRID)[:, 0].double(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_cls_token_has_spatial_gate_one_and_channel_gates() -> None:

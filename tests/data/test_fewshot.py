@@ -29,9 +29,8 @@ def test_allowed_k_and_the_error_listing_them():
     assert [check_k(k) for k in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 16]
     with pytest.raises(ConfigError, match=r"k=3 is not one of 1, 2, 4, 8, 16"):
         check_k(3)
-    assert check_k(3, allow_any=True) == 3
     with pytest.raises(ConfigError, match="positive integer"):
-        check_k(0, allow_any=True)
+        check_k(0)
 
 
 def test_mvfa_list_file_is_parsed_exactly(tmp_path):

@@ -40,11 +40,11 @@ class Shots:
     removed_from_test: int  # test samples left out of evaluation because they are shots
 
 
-def check_k(k: int, allow_any: bool = False) -> int:
-    """`k` if allowed (SHOTS, or any positive k with `allow_any`); else a ConfigError."""
+def check_k(k: int) -> int:
+    """`k` if it is one of SHOTS; else a ConfigError."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"shots k must be a positive integer, got {k!r}")
-    if not allow_any and k not in SHOTS:
+    if k not in SHOTS:
         raise ConfigError(f"shots k={k} is not one of {', '.join(map(str, SHOTS))}")
     return k
 

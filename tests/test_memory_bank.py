@@ -35,8 +35,9 @@ def test_blocked_search_equals_brute_force() -> None:
     query = torch.randn(3, 4, 8)
     expected = brute_force(query, feats.flatten(0, 1))
     for block in (1, 7, 30, 10_000):
-        got = bank.distances(query, "seg", 0, block_size=block)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        for query_block in (None, 1, 5, 12):  # tiles that split a sample's patches, and whole ones
+            got = bank.distances(query, "seg", 0, block_size=block, query_block=query_block)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bank.distances(query, "seg", 1), expected, rtol=1e-5, atol=1e-5)  # scale-free
 
 
@@ -56,9 +57,11 @@ def test_support_token_scores_zero_against_its_own_bank() -> None:
 def test_leave_one_out_drops_every_row_of_the_own_group() -> None:
     bank, feats, groups = make_bank()
     exclude = groups  # each view scored without its image's views
-    got = bank.distances(feats, "seg", 0, exclude=exclude, block_size=4)
     keep = groups.repeat_interleave(5).unsqueeze(0) != exclude.unsqueeze(1)  # (B, M)
-    torch.testing.assert_close(got, brute_force(feats, feats.flatten(0, 1), keep), rtol=1e-5, atol=1e-5)
+    expected = brute_force(feats, feats.flatten(0, 1), keep)
+    for query_block in (None, 3, 7):  # query tiles that straddle two samples with different groups
+        got = bank.distances(feats, "seg", 0, exclude=exclude, block_size=4, query_block=query_block)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert (got > 1e-3).all(), "no view may find itself"
 
 

@@ -1,9 +1,9 @@
 """Few-shot memory bank: normal support tokens per level and branch, searched exactly (METHOD §6).
 
 A query patch's score is 1 − its highest cosine similarity to the bank of the same level and
-branch. The search runs as blocked matrix products on the query's device, so memory stays
-bounded by `block_size` rows at a time. Rows remember which support image (or view) they came
-from so that a support image can be scored leave-one-out (METHOD §7).
+branch. The search runs as tiled matrix products on the query's device, so memory stays
+bounded by one tile of similarities at a time. Rows remember which support image (or view) they
+came from so that a support image can be scored leave-one-out (METHOD §7).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .runtime import compute_dtype
 
 BRANCHES = ("seg", "det")
+CPU_TILE = 2048  # query rows and bank rows per similarity tile on a CPU
 
 
 def bank_dtype(precision: str, compute: torch.dtype | None) -> torch.dtype:
@@ -89,22 +90,38 @@ class MemoryBank:
         *,
         exclude: torch.Tensor | None = None,
         block_size: int = 8192,
+        query_block: int | None = None,
     ) -> torch.Tensor:
         """1 − max cosine similarity of each query patch: query (B, N, D) → (B, N).
 
         exclude (B,): a group id per query whose rows are left out (leave-one-out scoring).
+        Tiles of query_block query rows × block_size bank rows fill one reused buffer. On a CPU
+        both are at most CPU_TILE (query_block None: CPU_TILE): the whole batch against 8192 bank
+        rows is hundreds of MB for a small model, fresh memory at every block, searched at a third
+        of the speed. On a GPU query_block None takes all query rows at once. No tiling changes a
+        result: each similarity is one product's output, and the max is exact.
         """
         bank, groups = self.tokens[branch][level], self.groups[branch][level]  # (M, D), (M,)
-        q = F.normalize(query.float(), dim=-1).to(bank.dtype)  # (B, N, D), in the bank's precision
-        best = q.new_full(q.shape[:2], -torch.inf, dtype=torch.float32)  # (B, N)
-        for start in range(0, bank.shape[0], block_size):
-            block = bank[start : start + block_size]  # (m, D)
-            sims = torch.matmul(q, block.T)  # (B, N, m), stored in the bank's precision (bf16 sums in fp32)
-            if exclude is not None:
-                own = groups[start : start + block_size].unsqueeze(0) == exclude.unsqueeze(1)  # (B, m)
-                sims = sims.masked_fill(own.unsqueeze(1), -torch.inf)
-            best = torch.maximum(best, sims.amax(dim=-1).float())  # the max of the stored values, exactly
-        return 1.0 - best
+        b, n, _ = query.shape
+        q = F.normalize(query.float(), dim=-1).to(bank.dtype).flatten(0, 1)  # (B·N, D), in the bank's precision
+        owners = None if exclude is None else exclude.repeat_interleave(n)  # (B·N,) each row's excluded group
+        on_cpu = bank.device.type == "cpu"
+        rows = query_block or (CPU_TILE if on_cpu else q.shape[0])
+        cols = min(block_size, CPU_TILE) if on_cpu else block_size
+        rows, cols = min(rows, q.shape[0]), min(cols, bank.shape[0])
+        buffer = q.new_empty(rows * cols)  # the similarities of one tile, stored in the bank's precision
+        best = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)  # (B·N,)
+        for r in range(0, q.shape[0], rows):
+            q_tile, best_tile = q[r : r + rows], best[r : r + rows]
+            for c in range(0, bank.shape[0], cols):
+                block = bank[c : c + cols]  # (m, D)
+                sims = buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block))
+                torch.mm(q_tile, block.T, out=sims)  # bf16 products sum in fp32
+                if owners is not None:
+                    own = groups[c : c + cols].unsqueeze(0) == owners[r : r + rows].unsqueeze(1)  # (rows, m)
+                    sims.masked_fill_(own, -torch.inf)
+                torch.maximum(best_tile, sims.amax(dim=-1).float(), out=best_tile)  # the max of the stored values
+        return 1.0 - best.view(b, n)
 
     def state(self) -> dict:
         return {"tokens": self.tokens, "groups": self.groups}

@@ -11,7 +11,8 @@ from PIL import Image
 
 from clipmpcad.cli import build_parser, main
 from clipmpcad.config import RunConfig
-from clipmpcad.options import RUN_OPTIONS, config_from_args
+from clipmpcad.data.folder import LAYOUT_OPTIONS
+from clipmpcad.options import FOLDER_HELP, RUN_OPTIONS, config_from_args
 from clipmpcad.runtime import native_bf16
 
 TINY = ["--model", "clipmpcad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu"]
@@ -49,6 +50,23 @@ def test_every_run_option_reaches_the_config() -> None:
         for part in key.split("."):
             value = getattr(value, part)
         assert (list(value) if isinstance(value, tuple) else value) == expected, flags[0]
+
+
+def test_every_option_of_every_verb_says_what_it_does() -> None:
+    """--help is the reference users read: no option, run option or folder option without a line."""
+    silent = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.option_strings and action.help in (None, "") and action.dest != "help":
+                silent.append(f"{path} {action.option_strings[0]}")
+
+    walk(build_parser(), "clipmpcad")
+    assert not silent, f"options without help: {silent}"
+    assert set(FOLDER_HELP) == set(LAYOUT_OPTIONS)
 
 
 def test_config_file_then_flags_then_set(tmp_path) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
+from .config import DOMAINS, MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
 from .errors import ClipMPCADError
-from .options import PRECISION_HELP, add_run_options, config_from_args
+from .options import add_run_options, config_from_args, option_help
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,9 +74,9 @@ def _add_test(verbs: Any) -> None:
     """test: a run folder into metrics and a report."""
     test = verbs.add_parser("test", help="evaluate a run folder: metrics.json and report.html")
     test.add_argument("run", help="run folder from `clipmpcad train`")
-    test.add_argument("--device")
-    test.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the run's)")
-    test.add_argument("--pixel-resolution", choices=PIXEL_RESOLUTIONS)
+    test.add_argument("--device", help=option_help("--device"))
+    test.add_argument("--precision", choices=PRECISIONS, help=option_help("--precision"))
+    test.add_argument("--pixel-resolution", choices=PIXEL_RESOLUTIONS, help=option_help("--pixel-resolution"))
     test.add_argument("--no-report", action="store_true", help="skip report.html")
     _add_quiet(test)
     test.set_defaults(handler=cmd_test)
@@ -88,14 +88,14 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("run", help="run folder from `clipmpcad train`")
     predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
     predict.add_argument("--recursive", action="store_true", help="look into sub-folders of folders")
-    predict.add_argument("--device")
-    predict.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the run's)")
+    predict.add_argument("--device", help=option_help("--device"))
+    predict.add_argument("--precision", choices=PRECISIONS, help=option_help("--precision"))
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
     predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
-    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     _add_out(predict, required=True)
     predict.set_defaults(handler=cmd_predict)
 
@@ -149,19 +149,19 @@ def _add_prompts(verbs: Any) -> None:
     show.add_argument("name", help="set name or JSON file")
     show.set_defaults(handler=cmd_prompts_show)
     lint = sub.add_parser("lint", help="check prompt files (default: the package's)")
-    lint.add_argument("files", nargs="*")
+    lint.add_argument("files", nargs="*", help="prompt-set JSON files (default: the package's)")
     lint.set_defaults(handler=cmd_prompts_lint)
     gen = sub.add_parser("generate", help="ask an OpenAI-compatible endpoint for a new domain's set")
     gen.add_argument("--domain", required=True, help='what the images show, e.g. "knee MRI"')
     gen.add_argument("--out", required=True, help="JSON file to write")
-    gen.add_argument("--kind", choices=["medical", "industrial"])
+    gen.add_argument("--kind", choices=DOMAINS, help="the set's domain (default: the model says which)")
     gen.add_argument("--classname", help="object name put into the sentences")
     gen.add_argument("-n", type=int, default=40, help="sentences asked for per state")
     gen.add_argument("--base-url", help="default $OPENAI_BASE_URL")
     gen.add_argument("--model", help="default $OPENAI_MODEL")
     gen.add_argument("--api-key", help="default $OPENAI_API_KEY (prefer the variable: flags show in ps)")
-    gen.add_argument("--timeout", type=float, default=60.0)
-    gen.add_argument("--overwrite", action="store_true")
+    gen.add_argument("--timeout", type=float, default=60.0, help="seconds per connection attempt and per read")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     gen.set_defaults(handler=cmd_prompts_generate)
 
 

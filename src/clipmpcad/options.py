@@ -14,6 +14,7 @@ from .config import (
     ADAPTER_KINDS,
     BANK_PRECISIONS,
     DOMAINS,
+    LEVEL_WEIGHTS,
     PIXEL_RESOLUTIONS,
     PRECISIONS,
     SHOT_SOURCES,
@@ -68,7 +69,11 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--prompts",), "prompts.mode", {"choices": list(PROMPT_MODES), "help": "text prototypes (default base+p)"}),
     (("--prompt-set",), "prompts.prompt_set", {"help": "package prompt set name or JSON file"}),
     (("--prompt-classname",), "prompts.classname", {"help": "object name in the prompts"}),
-    (("--level-weights",), "decoder.level_weights", {"choices": ["equal", "learned"]}),
+    (
+        ("--level-weights",),
+        "decoder.level_weights",
+        {"choices": LEVEL_WEIGHTS, "help": "M-Decoder level weights: equal (published) or learned"},
+    ),
     (
         ("--coreset",),
         "bank.coreset",
@@ -77,9 +82,12 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (
         ("--bank-precision",),
         "bank.precision",
-        {"choices": BANK_PRECISIONS, "help": "fp32 (exact), bf16 products, auto (bf16 on GPU)"},
+        {
+            "choices": BANK_PRECISIONS,
+            "help": "fp32 (exact), bf16 products, auto (bf16 when the model computes in bf16)",
+        },
     ),
-    (("--epochs",), "train.epochs", {"type": int}),
+    (("--epochs",), "train.epochs", {"type": int, "help": "passes over the support views (default 50)"}),
     (("--lr",), "train.lr", {"type": float, "help": "default 1e-3 medical, 1e-4 industrial"}),
     (("--batch-size",), "train.batch_size", {"type": int, "help": "support views per optimiser step"}),
     (("--micro-batch",), "train.micro_batch", {"type": int, "help": "views per forward pass (memory, not results)"}),
@@ -91,7 +99,14 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--workers",), "eval.workers", {"type": int, "help": "image-loading worker processes"}),
     (("--image-fpr",), "eval.image_fpr", {"type": float, "help": "false-positive target of the image threshold"}),
     (("--pixel-fpr",), "eval.pixel_fpr", {"type": float, "help": "false-positive target of the pixel threshold"}),
-    (("--pixel-resolution",), "eval.pixel_resolution", {"choices": PIXEL_RESOLUTIONS}),
+    (
+        ("--pixel-resolution",),
+        "eval.pixel_resolution",
+        {
+            "choices": PIXEL_RESOLUTIONS,
+            "help": "pixel metrics at the model's input size (model) or each mask's own (original)",
+        },
+    ),
     (("--sigma",), "eval.sigma", {"type": float, "help": "Gaussian smoothing of displayed maps (pixels)"}),
     (
         ("--smooth-scores",),
@@ -100,6 +115,20 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     ),
 )
 FOLDER_FLAGS = tuple("--" + name.replace("_", "-") for name in LAYOUT_OPTIONS)
+FOLDER_HELP = {  # one line per FolderLayout field; a test checks that none is missing
+    "normal_dir": "normal images, relative to --root or absolute (default normal)",
+    "abnormal_dir": 'anomalous images (default abnormal; "" for none: normal-only)',
+    "mask_dir": "masks of the anomalous images, matched by file stem",
+    "mask_suffix": "mask name = image stem + this (default: the stem alone or stem_mask)",
+    "test_normal_dir": "normal test images (default: the normal folder, shots left out)",
+    "test_abnormal_dir": "anomalous test images (default: the abnormal folder, shots left out)",
+    "test_mask_dir": "masks of the test anomalies (default: --mask-dir)",
+}
+
+
+def option_help(flag: str) -> str:
+    """A run option's help line for verbs that override a saved run's value with it."""
+    return next(kwargs["help"] for flags, _, kwargs in RUN_OPTIONS if flag in flags) + " (default: the run's)"
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +141,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*flags, dest=key.replace(".", "__"), **{"default": None, **metavar, **kwargs})
     folder = parser.add_argument_group("custom folder layout (--dataset folder)")
     for flag, name in zip(FOLDER_FLAGS, LAYOUT_OPTIONS, strict=True):
-        folder.add_argument(flag, dest=f"folder__{name}", default=None)
+        metavar = "SUFFIX" if name == "mask_suffix" else "DIR"
+        folder.add_argument(flag, dest=f"folder__{name}", default=None, metavar=metavar, help=FOLDER_HELP[name])
     parser.add_argument(
         "--set",
         action="append",

@@ -80,7 +80,7 @@ class DecoderConfig:
 @dataclass(frozen=True)
 class BankConfig:
     coreset: float = 1.0  # fraction of bank tokens kept by greedy coreset; 1.0 = exact full bank
-    block_size: int = 8192  # bank rows per similarity block (bounds memory, not results)
+    block_size: int = 8192  # bank rows per similarity tile, at most 2048 on a CPU (bounds memory, not results)
     precision: str = "auto"  # "fp32" exact; "bf16" products summed in fp32 (half the memory); "auto": bf16 on GPU
 
     def __post_init__(self) -> None:

@@ -95,7 +95,11 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
-    predict.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per forward pass (default: the run's eval batch: 64 on a GPU, 16 on a CPU)",
+    )
     _add_out(predict, required=True)
     predict.set_defaults(handler=cmd_predict)
 
@@ -258,6 +262,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(
         args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr, precision=args.precision
     )
+    batch = args.batch_size
+    if batch is None:
+        batch = predictor.run.config.eval.batch_for(predictor.run.detector.device.type)
     csv_path = predict_to_folder(
         predictor,
         inputs,
@@ -266,7 +273,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_levels=args.save_levels,
         sigma=args.sigma,
         overwrite=args.overwrite,
-        batch_size=args.batch_size,
+        batch_size=batch,
         progress=not args.quiet,
     )
     print(f"{len(inputs)} images scored; results in {csv_path}")

@@ -1,16 +1,24 @@
 """The evaluation loop's batching: each batch keeps its own results when the next one is queued
-before they are fetched; the test batch follows the device unless configured."""
+before they are fetched; the test batch follows the device unless configured; the maps kept for
+the report are those of the images it draws, as scoring them again would give them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
 from clipmpcad.checkpoint import load_run
 from clipmpcad.config import EvalConfig
 from clipmpcad.data.dataset import Batch
-from clipmpcad.evaluation import score_batches
-from clipmpcad.experiment import train_run
+from clipmpcad.data.fewshot import evaluation_samples, read_shots
+from clipmpcad.data.imageio import read_image
+from clipmpcad.evaluation import WorstMaps, evaluate, score_batches
+from clipmpcad.experiment import load_data, train_run
+from clipmpcad.metrics import wrongness
+from clipmpcad.predict import Predictor
 from tinyrun import tiny_run_config
 
 
@@ -35,3 +43,44 @@ def test_score_batches_pairs_every_batch_with_its_own_results(synthetic_benchmar
 def test_the_test_batch_follows_the_device_unless_configured() -> None:
     assert EvalConfig().batch_for("cuda") > EvalConfig().batch_for("cpu")
     assert EvalConfig(batch_size=5).batch_for("cuda") == EvalConfig(batch_size=5).batch_for("cpu") == 5
+
+
+def test_worst_maps_keep_the_images_the_report_picks_across_batches() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n, count = int(rng.integers(1, 30)), int(rng.integers(1, 8))
+        scores = rng.choice([0.2, 0.4, 0.5, 0.6, 0.9], size=n)  # ties at every cut: the earlier image wins
+        labels = rng.integers(0, 2, size=n)
+        maps = rng.random((n, 4, 4))
+        worst = WorstMaps(threshold=0.5, count=count)
+        start = 0
+        while start < n:
+            size = int(rng.integers(1, 6))
+            worst.add(start, scores[start : start + size], labels[start : start + size], maps[start : start + size])
+            start += size
+        expected = np.argsort(-wrongness(labels, scores, 0.5), kind="stable")[:count]  # the report's own choice
+        kept = worst.maps()
+        assert sorted(kept) == sorted(expected.tolist()), f"trial {trial}"
+        for index, amap in kept.items():
+            np.testing.assert_array_equal(amap, maps[index])
+
+
+def test_kept_maps_are_what_scoring_the_images_again_draws(synthetic_benchmark, tmp_path) -> None:
+    s = next(s for s in synthetic_benchmark.sets if s.category == "SynthBrain")
+    run = load_run(train_run(tiny_run_config(s.dataset, s.root, s.category), tmp_path / "run", progress=False))
+    data = load_data(run.config)
+    samples = evaluation_samples(data, read_shots(run.run_dir / "shots.json", data))
+    threshold, count = run.detector.calibration.image_threshold, len(samples) - 3  # several batches, most kept
+    evaluation = dataclasses.replace(run.config.eval, batch_size=4)
+    result = evaluate(run.detector, samples, run.prep, evaluation, progress=False, worst=WorstMaps(threshold, count))
+    chosen = np.argsort(-wrongness(result.labels, result.scores, threshold), kind="stable")[:count]
+    assert sorted(result.worst_maps) == sorted(chosen.tolist())
+    predictor = Predictor(run, None, None)
+    for index, amap in result.worst_maps.items():
+        path = samples[index].image
+        image = read_image(path)
+        kept = predictor.prediction(path.name, float(result.scores[index]), torch.from_numpy(amap), image.size)
+        again = predictor.score_images([image], [path.name])[0]
+        assert kept.anomaly_map.shape == again.anomaly_map.shape == image.size[::-1]
+        np.testing.assert_allclose(kept.anomaly_map, again.anomaly_map, rtol=1e-5, atol=1e-5)
+        assert kept.score == pytest.approx(again.score, abs=1e-5)

@@ -6,11 +6,12 @@ model's input size, or at each mask's original size on request (the MVTec evalua
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .data.dataset import Batch, SampleDataset, collate
 from .data.sample import Sample
 from .decoder import resize_maps
 from .detector import Detector, Scores
-from .metrics import Metrics, MetricsAccumulator, MetricsCurves
+from .metrics import Metrics, MetricsAccumulator, MetricsCurves, wrongness
 from .runtime import default_workers, metric_threads
 from .scoring import Calibration, RangeTracker
 
@@ -44,10 +45,36 @@ class Evaluation:
     scores: np.ndarray  # (N,) image scores in sample order
     labels: np.ndarray  # (N,)
     seconds: float  # wall time of the pass, loading included
+    worst_maps: dict[int, np.ndarray] = field(default_factory=dict)  # sample index → fused map (S, S): WorstMaps
 
     @property
     def images_per_second(self) -> float:
         return len(self.scores) / max(self.seconds, 1e-9)
+
+
+REPORT_CASES = 48  # the worst cases report.html draws
+
+
+class WorstMaps:
+    """The fused maps (S, S) of the `count` images furthest on the wrong side of the image
+    threshold (metrics.wrongness; of equals, the earlier image), kept while a test pass scores
+    them, so that the report draws them without scoring them again."""
+
+    def __init__(self, threshold: float, count: int) -> None:
+        self.threshold, self.count = threshold, count
+        self._heap: list[tuple[float, int, np.ndarray]] = []  # (wrongness, −index, map), least wrong first
+
+    def add(self, first: int, scores: np.ndarray, labels: np.ndarray, maps: np.ndarray) -> None:
+        """A batch of images first, first+1, …: scores (B,), labels (B,), maps (B, S, S)."""
+        for j, wrong in enumerate(wrongness(labels, scores, self.threshold)):
+            key = (float(wrong), -(first + j))  # indices differ, so maps are never compared
+            if len(self._heap) < self.count:
+                heapq.heappush(self._heap, (*key, maps[j].copy()))
+            elif self._heap and key > self._heap[0][:2]:
+                heapq.heapreplace(self._heap, (*key, maps[j].copy()))
+
+    def maps(self) -> dict[int, np.ndarray]:
+        return {-negative: amap for _, negative, amap in self._heap}
 
 
 def batches(
@@ -159,16 +186,22 @@ def evaluate(
     cfg: EvalConfig,
     *,
     progress: bool = True,
+    worst: WorstMaps | None = None,
 ) -> Evaluation:
-    """Score every sample and compute image (and, with masks, pixel) metrics."""
+    """Score every sample and compute image (and, with masks, pixel) metrics; `worst` keeps the
+    maps of the images the report will draw."""
     start = time.perf_counter()
     acc = BackgroundAdder(MetricsAccumulator(pixel_metrics=detector.has_masks), metric_threads(detector.device))
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
     original = detector.has_masks and cfg.pixel_resolution == "original"
     batch_size = cfg.batch_for(detector.device.type)
     loader = batches(samples, prep, batch_size, cfg.workers, detector.device, original_masks=original)
-    for batch, host in score_batches(detector, loader, with_maps=detector.has_masks):
+    seen = 0
+    for batch, host in score_batches(detector, loader, with_maps=detector.has_masks or worst is not None):
         labels = batch.labels.numpy()
+        if worst is not None:
+            worst.add(seen, host.image_scores, labels, host.maps)
+        seen += len(labels)
         if not detector.has_masks:
             acc.add(host.image_scores, labels)
         elif original:  # each map bilinearly resized to its mask's own (H, W)
@@ -183,7 +216,8 @@ def evaluate(
     bar.close()
     done = acc.finish()
     seconds = time.perf_counter() - start
-    return Evaluation(done.compute(), done.curves(), done.image_scores, done.image_labels, seconds)
+    kept = worst.maps() if worst is not None else {}
+    return Evaluation(done.compute(), done.curves(), done.image_scores, done.image_labels, seconds, kept)
 
 
 def fit_test_calibration(

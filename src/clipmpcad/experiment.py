@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from .data.dataset import load_batch
 from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
 from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibration
 from .errors import ConfigError
-from .evaluation import Evaluation, Preprocess, evaluate, fit_test_calibration
+from .evaluation import REPORT_CASES, Evaluation, Preprocess, WorstMaps, evaluate, fit_test_calibration
 from .madff import count_parameters
 from .metrics.summary import RunResult
 from .model import ClipMPCAD
@@ -403,7 +404,11 @@ def evaluate_run(
     detector = run.detector
     if protocol.calibration == "test":
         detector.calibration = fit_test_calibration(detector, samples, run.prep, cfg.eval, progress=progress)
-    result = evaluate(detector, samples, run.prep, cfg.eval, progress=progress)
+    # the report's worst cases by the image threshold, when it is known before the test pass
+    cal = detector.calibration
+    known = cal is not None and math.isfinite(cal.image_threshold)
+    worst = WorstMaps(cal.image_threshold, REPORT_CASES) if report and known else None
+    result = evaluate(detector, samples, run.prep, cfg.eval, progress=progress, worst=worst)
     if protocol.calibration == "test":  # thresholds picked on the test set too: flagged as such
         m = result.metrics
         detector.calibration = dataclasses.replace(

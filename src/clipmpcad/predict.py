@@ -191,28 +191,46 @@ class Predictor:
         tensors = [image_to_tensor(im, prep.image_size, prep.normalize, prep.mean, prep.std) for im in images]
         batch = torch.stack(tensors)  # (B, 3, S, S)
         scores = detector.score(batch, with_levels=with_levels)  # maps (B, S, S), levels (B, L, S, S)
-        cal = self.calibration
         paths = paths or [None] * len(images)
-        results = []
-        for i, image in enumerate(images):
-            w, h = image.size
-            amap = resize_maps(scores.anomaly_map[i], (h, w))  # (H, W)
-            levels = None if scores.level_maps is None else resize_maps(scores.level_maps[i], (h, w))  # (L, H, W)
-            score = float(scores.image_score[i])
-            results.append(
-                Prediction(
-                    names[i],
-                    score,
-                    cal.image_threshold,
-                    score >= cal.image_threshold,
-                    amap,
-                    cal.pixel_threshold,
-                    amap >= cal.pixel_threshold,
-                    levels,
-                    paths[i],
-                )
+        levels = scores.level_maps
+        return [
+            self.prediction(
+                names[i],
+                float(scores.image_score[i]),
+                scores.anomaly_map[i],
+                image.size,
+                paths[i],
+                None if levels is None else levels[i],
             )
-        return results
+            for i, image in enumerate(images)
+        ]
+
+    def prediction(
+        self,
+        name: str,
+        score: float,
+        amap: torch.Tensor,
+        size: tuple[int, int],
+        path: Path | None = None,
+        level_maps: torch.Tensor | None = None,
+    ) -> Prediction:
+        """An image's Prediction from its model-size map (S, S) (and level maps (L, S, S)), resized to
+        its own size = (W, H) and thresholded by the calibration."""
+        cal = self.calibration
+        w, h = size
+        full = resize_maps(amap, (h, w))  # (H, W)
+        levels = None if level_maps is None else resize_maps(level_maps, (h, w))  # (L, H, W)
+        return Prediction(
+            name,
+            score,
+            cal.image_threshold,
+            score >= cal.image_threshold,
+            full,
+            cal.pixel_threshold,
+            full >= cal.pixel_threshold,
+            levels,
+            path,
+        )
 
 
 def _test_calibration(run: TrainedRun) -> Calibration:

@@ -6,7 +6,7 @@ compute() at the end; summary.py averages the results over categories, datasets 
 
 from .accumulator import Metrics, MetricsAccumulator, MetricsCurves
 from .aupro import aupro_from_sorted, label_regions
-from .ranking import Curves, Ranking, curves_from_sorted, rank_scores, ranking_from_sorted
+from .ranking import Curves, Ranking, curves_from_sorted, rank_scores, ranking_from_sorted, wrongness
 
 __all__ = [
     "Curves",
@@ -19,4 +19,5 @@ __all__ = [
     "label_regions",
     "rank_scores",
     "ranking_from_sorted",
+    "wrongness",
 ]

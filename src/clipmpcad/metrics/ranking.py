@@ -126,3 +126,8 @@ def curves_from_sorted(normal: np.ndarray, anomalous: np.ndarray, max_points: in
 def _evenly(values: np.ndarray, count: int) -> np.ndarray:
     """About `count` elements of a sorted array at evenly spaced ranks, first and last included."""
     return values[np.linspace(0, len(values) - 1, min(count, len(values))).astype(np.int64)]
+
+
+def wrongness(labels: np.ndarray | int, scores: np.ndarray | float, threshold: float) -> np.ndarray:
+    """How far each score lies on the wrong side of the threshold (negative: right side)."""
+    return np.where(np.asarray(labels) == 1, threshold - np.asarray(scores), np.asarray(scores) - threshold)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..atomic import write_text
 from ..errors import DataError
-from ..metrics import Curves
+from ..metrics import Curves, wrongness
 from ..protocols import PROTOCOLS, RANDOM_WEIGHTS_NOTE
 from .figures import (
     GREEN,
@@ -73,11 +73,6 @@ class Case:
     def wrong(self) -> bool:
         """The decision "anomalous when score ≥ threshold" disagrees with the label."""
         return (self.score >= self.threshold) != (self.label == 1)
-
-
-def wrongness(labels: np.ndarray | int, scores: np.ndarray | float, threshold: float) -> np.ndarray:
-    """How far each score lies on the wrong side of the threshold (negative: right side)."""
-    return np.where(np.asarray(labels) == 1, threshold - np.asarray(scores), np.asarray(scores) - threshold)
 
 
 def worst_first(cases: Sequence[Case], limit: int) -> list[Case]:

@@ -1,4 +1,4 @@
-"""The HTML report of one test run: the worst cases are scored again and drawn (METHOD §11)."""
+"""The HTML report of one test run: the worst cases, drawn from the maps the test pass kept (METHOD §11)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..data.dataset import read_original_mask
+from ..data.imageio import read_image
 from ..data.sample import Sample
+from ..evaluation import REPORT_CASES
+from ..metrics import wrongness
 from .figures import DISPLAY_RANGE
-from .html import Case, write_report, wrongness
+from .html import Case, write_report
 
 if TYPE_CHECKING:  # import cycles: these modules import the report lazily
     from ..checkpoint import TrainedRun
@@ -41,22 +45,30 @@ def write_run_report(
     samples: Sequence[Sample],
     result: Evaluation,
     record: dict[str, Any],
-    max_cases: int = 48,
+    max_cases: int = REPORT_CASES,
 ) -> None:
     from ..predict import Predictor  # local: predict imports the report's figures lazily
 
     cal = run.detector.calibration
     wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
-    chosen = [samples[i] for i in np.argsort(-wrong, kind="stable")[:max_cases]]
+    chosen = [int(i) for i in np.argsort(-wrong, kind="stable")[:max_cases]]
     predictor = Predictor(run, None, None)  # the run's own thresholds
-    batch = cfg.eval.batch_for(run.detector.device.type)
-    # each image read once: scored and drawn from the same copy
-    scored = predictor.scored_batches([s.image for s in chosen], with_levels=False, batch_size=batch)
-    pairs = (pair for part in scored for pair in part)
-    cases = [
-        case_for(sample, np.asarray(image), pred, run.meta.has_masks)
-        for sample, (image, pred) in zip(chosen, pairs, strict=True)
-    ]
+    kept = result.worst_maps  # the maps the test pass kept (evaluation.WorstMaps): drawn as they are
+    again = [i for i in chosen if i not in kept]  # the others are scored again, each image read once
+    scored = predictor.scored_batches(
+        [samples[i].image for i in again], with_levels=False, batch_size=cfg.eval.batch_for(run.detector.device.type)
+    )
+    drawn = dict(zip(again, (pair for part in scored for pair in part), strict=True))
+    cases = []
+    for i in chosen:
+        sample = samples[i]
+        if i in kept:
+            image = read_image(sample.image)
+            amap = torch.from_numpy(kept[i])
+            pred = predictor.prediction(sample.image.name, float(result.scores[i]), amap, image.size, sample.image)
+        else:
+            image, pred = drawn[i]
+        cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks))
     title = (
         f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
     )

@@ -102,27 +102,15 @@ def phase_floor(args) -> dict:
     }
 
 
-def support_set(images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor):
-    """All views of images (n,3,S,S) with masks (n,1,S,S) and labels (n,), each image its own owner."""
-    from clipmpcad.augment import NUM_VIEWS, expand_views
-    from clipmpcad.training import SupportSet
-
-    views, view_masks = expand_views(images, masks)
-    per_view = lambda t: t.repeat_interleave(NUM_VIEWS)  # noqa: E731
-    n = len(images)
-    return SupportSet(
-        views, view_masks, per_view(labels), per_view(torch.arange(n)), torch.ones(len(views), dtype=torch.bool)
-    )
-
-
 def test_setup(args):
     """A model and a detector with a k-shot bank and its reference calibration."""
     from clipmpcad.detector import Detector, build_bank, calibrate_on_reference
+    from clipmpcad.training import SupportSet
 
     device = torch.device(args.device)
     model = build(args)
     s, k = args.image_size, args.k
-    normals = support_set(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s), torch.zeros(k, dtype=torch.long))
+    normals = SupportSet.of_images(torch.rand(k, 3, s, s), torch.zeros(k, 1, s, s), torch.zeros(k, dtype=torch.long))
     model.bank = build_bank(model, normals, ("seg",), device, args.test_batch, args.precision)
     model.bank = model.bank.placed(device, args.bank_precision, args.precision)
     detector = Detector(model, None, has_masks=True, image_size=s, device=device, precision=args.precision)
@@ -178,7 +166,7 @@ def phase_test(args) -> dict:
 def phase_train(args) -> dict:
     """Seconds per support view per epoch (the second epoch; prefixes cached once per run)."""
     from clipmpcad.config import TrainConfig
-    from clipmpcad.training import fit
+    from clipmpcad.training import SupportSet, fit
 
     device = torch.device(args.device)
     model = build(args)
@@ -186,7 +174,7 @@ def phase_train(args) -> dict:
     images = torch.rand(2, 3, s, s)
     masks = torch.zeros(2, 1, s, s)
     masks[1, :, s // 4 : s // 2, s // 4 : s // 2] = 1
-    support = support_set(images, masks, torch.tensor([0, 1]))
+    support = SupportSet.of_images(images, masks, torch.tensor([0, 1]))
     epoch_times = []
 
     def mark(epoch):

@@ -262,9 +262,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(
         args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr, precision=args.precision
     )
-    batch = args.batch_size
-    if batch is None:
-        batch = predictor.run.config.eval.batch_for(predictor.run.detector.device.type)
     csv_path = predict_to_folder(
         predictor,
         inputs,
@@ -273,7 +270,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_levels=args.save_levels,
         sigma=args.sigma,
         overwrite=args.overwrite,
-        batch_size=batch,
+        batch_size=args.batch_size,
         progress=not args.quiet,
     )
     print(f"{len(inputs)} images scored; results in {csv_path}")

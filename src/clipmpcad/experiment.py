@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from .atomic import write_json, write_text
-from .augment import expand_views
 from .backbone import Backbone, load_backbone
 from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
 from .config import RunConfig
@@ -87,15 +86,7 @@ def load_support(shots: Shots, prep: Preprocess, views: int, seed: int, has_mask
         fake, fake_masks = synthesise_anomalies(normal.images, seed)
         images, masks = torch.cat([images, fake]), torch.cat([masks, fake_masks])
         labels += [1] * len(shots.normal)
-    view_images, view_masks = expand_views(images, masks, views)
-    ids = torch.arange(len(labels))
-    return SupportSet(
-        view_images,
-        view_masks,
-        torch.tensor(labels).repeat_interleave(views),
-        ids.repeat_interleave(views),
-        torch.full((len(labels) * views,), has_masks),
-    )
+    return SupportSet.of_images(images, masks, torch.tensor(labels), views, seg=has_masks)
 
 
 def train_run(

@@ -113,13 +113,13 @@ class MemoryBank:
         best = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)  # (B·N,)
         for r in range(0, q.shape[0], rows):
             q_tile, best_tile = q[r : r + rows], best[r : r + rows]
+            owner_tile = None if owners is None else owners[r : r + rows].unsqueeze(1)  # (rows, 1)
             for c in range(0, bank.shape[0], cols):
                 block = bank[c : c + cols]  # (m, D)
                 sims = buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block))
                 torch.mm(q_tile, block.T, out=sims)  # bf16 products sum in fp32
-                if owners is not None:
-                    own = groups[c : c + cols].unsqueeze(0) == owners[r : r + rows].unsqueeze(1)  # (rows, m)
-                    sims.masked_fill_(own, -torch.inf)
+                if owner_tile is not None:
+                    sims.masked_fill_(groups[c : c + cols].unsqueeze(0) == owner_tile, -torch.inf)  # own rows out
                 torch.maximum(best_tile, sims.amax(dim=-1).float(), out=best_tile)  # the max of the stored values
         return 1.0 - best.view(b, n)
 

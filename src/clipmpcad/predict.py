@@ -145,8 +145,14 @@ class Predictor:
         """Thresholds or epoch were chosen on test data (`paper`): flag every output."""
         return get_protocol(self.run.config.protocol).test_selected
 
+    @property
+    def batch_size(self) -> int:
+        """Images per forward pass unless a call says otherwise: the run's test batch on its device
+        (EvalConfig.batch_for: 64 on a GPU, 16 on a CPU, or the configured one)."""
+        return self.run.config.eval.batch_for(self.run.detector.device.type)
+
     def predict(
-        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int = 16
+        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int | None = None
     ) -> list[Prediction]:
         """Score images, in input order; batch_size changes results only by float rounding (~1e-7).
 
@@ -157,9 +163,9 @@ class Predictor:
                 image and a file of the same picture score alike. PIL images are taken as they are
                 (.convert("RGB")); files are read by data.imageio (EXIF, 16-bit scaling, DICOM).
             with_levels: also return each level's zero-shot map (Prediction.level_maps).
-            batch_size: images per forward pass (memory, not results).
+            batch_size: images per forward pass (memory, not results); None: self.batch_size.
         """
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
@@ -167,10 +173,15 @@ class Predictor:
         return [pred for batch in batches for _, pred in batch]
 
     def scored_batches(
-        self, items: Sequence[Image.Image | torch.Tensor | Path], *, with_levels: bool, batch_size: int
+        self,
+        items: Sequence[Image.Image | torch.Tensor | Path],
+        *,
+        with_levels: bool,
+        batch_size: int | None = None,
     ) -> Iterator[list[tuple[Image.Image, Prediction]]]:
-        """Items scored batch_size at a time, in input order: each image as read (RGB) with its
-        prediction, so that a caller can draw on the image without reading it again."""
+        """Items scored batch_size (None: self.batch_size) at a time, in input order: each image as
+        read (RGB) with its prediction, so that a caller can draw on the image without reading it again."""
+        batch_size = self.batch_size if batch_size is None else batch_size
         for start in range(0, len(items), batch_size):
             chunk = list(enumerate(items[start : start + batch_size], start))
             images = [_to_rgb(item, i) for i, item in chunk]
@@ -321,7 +332,7 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     save_levels: bool = False,
     sigma: float | None = None,
     overwrite: bool = False,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Score image files into `out`; returns the path of its predictions.csv.
@@ -330,7 +341,8 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     drawn as in the report), <stem>_mask.png (0/255), and on request the map (save_maps "npy":
     <stem>_map.npy float32; "png16": <stem>_map.png, 16-bit over the map's own range, kept in its
     text chunks) and the level maps (save_levels: <stem>_levels.npy (L, H, W) or <stem>_level<l>.png).
-    sigma smooths the overlays only (pixels; None: the run's eval.sigma). Options, every input's
+    sigma smooths the overlays only (pixels; None: the run's eval.sigma); batch_size None: the
+    predictor's (the run's test batch on its device). Options, every input's
     header and the folder are checked before any scoring; the folder is built aside and moved into
     place when complete, so a failure leaves nothing behind. `overwrite` replaces an earlier
     prediction folder (one holding predictions.csv) as a whole.
@@ -358,7 +370,7 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     return out / CSV_NAME
 
 
-def check_options(save_maps: str | None, save_levels: bool, sigma: float | None, batch_size: int) -> None:
+def check_options(save_maps: str | None, save_levels: bool, sigma: float | None, batch_size: int | None) -> None:
     """predict_to_folder's options, checked before any work."""
     if save_maps not in (None, *MAP_FORMATS):
         raise ConfigError(f"unknown map format {save_maps!r}; choose one of {', '.join(MAP_FORMATS)}")
@@ -366,7 +378,7 @@ def check_options(save_maps: str | None, save_levels: bool, sigma: float | None,
         raise ConfigError("saving level maps needs a map format: give save_maps (--save-maps npy or png16)")
     if sigma is not None and not sigma >= 0:
         raise ConfigError(f"sigma must be ≥ 0, got {sigma}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .augment import NUM_VIEWS, expand_views
 from .config import TrainConfig
 from .decoder import anomaly_probability, detection_scores, patch_logits
 from .losses import detection_loss, dice_loss, focal_loss
@@ -34,6 +35,17 @@ class SupportSet:
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    @classmethod
+    def of_images(
+        cls, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, views: int = NUM_VIEWS, seg: bool = True
+    ) -> SupportSet:
+        """Every view of images (n,3,S,S) with masks (n,1,S,S) and labels (n,): n·views support
+        views, each owned by its image; seg: the masks are ground truth."""
+        view_images, view_masks = expand_views(images, masks, views)
+        per_view = lambda t: t.repeat_interleave(views)  # noqa: E731  (n,) → (n·views,)
+        n = len(labels)
+        return cls(view_images, view_masks, per_view(labels), per_view(torch.arange(n)), torch.full((n * views,), seg))
 
     def select(self, label: int) -> SupportSet:
         keep = self.labels == label

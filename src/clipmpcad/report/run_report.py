@@ -55,9 +55,7 @@ def write_run_report(
     predictor = Predictor(run, None, None)  # the run's own thresholds
     kept = result.worst_maps  # the maps the test pass kept (evaluation.WorstMaps): drawn as they are
     again = [i for i in chosen if i not in kept]  # the others are scored again, each image read once
-    scored = predictor.scored_batches(
-        [samples[i].image for i in again], with_levels=False, batch_size=cfg.eval.batch_for(run.detector.device.type)
-    )
+    scored = predictor.scored_batches([samples[i].image for i in again], with_levels=False)
     drawn = dict(zip(again, (pair for part in scored for pair in part), strict=True))
     cases = []
     for i in chosen:

@@ -249,7 +249,8 @@ def bank_precisions(device: str, precision: str) -> tuple[str, str]:
     from clipmpcad.memory_bank import bank_dtype
     from clipmpcad.runtime import compute_dtype
 
-    auto = "bf16" if bank_dtype("auto", compute_dtype(torch.device(device), precision)) == torch.bfloat16 else "fp32"
+    place = torch.device(device)
+    auto = "bf16" if bank_dtype("auto", place, compute_dtype(place, precision)) == torch.bfloat16 else "fp32"
     return auto, "fp32" if auto == "bf16" else "bf16"
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -54,15 +57,25 @@ def test_support_token_scores_zero_against_its_own_bank() -> None:
     torch.testing.assert_close(bank.distances(feats, "seg", 0), torch.zeros(6, 5), atol=1e-5, rtol=0)
 
 
-def test_leave_one_out_drops_every_row_of_the_own_group() -> None:
-    bank, feats, groups = make_bank()
-    exclude = groups  # each view scored without its image's views
+@pytest.mark.parametrize(
+    "groups",
+    [
+        torch.arange(6) // 2,  # three images of two views each, their rows together
+        torch.tensor([0, 1, 0, 2, 1, 2]),  # each image's rows in two runs
+        torch.tensor([5, 5, 5, 5, 5, 5]),  # one image: a query from another owns nothing here
+    ],
+)
+def test_leave_one_out_drops_every_row_of_the_own_group(groups: torch.Tensor) -> None:
+    feats = torch.randn(6, 5, 8)
+    bank = MemoryBank.from_features({"seg": [feats]}, groups)
+    exclude = torch.tensor([0, 1, 2, 0, 1, 2])  # each query's group, against the rows' owners
     keep = groups.repeat_interleave(5).unsqueeze(0) != exclude.unsqueeze(1)  # (B, M)
     expected = brute_force(feats, feats.flatten(0, 1), keep)
-    for query_block in (None, 3, 7):  # query tiles that straddle two samples with different groups
-        got = bank.distances(feats, "seg", 0, exclude=exclude, block_size=4, query_block=query_block)
+    for block, query_block in itertools.product((1, 4, 7, 100), (None, 3, 7)):  # tiles that cut samples and runs
+        got = bank.distances(feats, "seg", 0, exclude=exclude, block_size=block, query_block=query_block)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert (got > 1e-3).all(), "no view may find itself"
+    own = (groups == exclude).tolist()  # views whose own group holds them: they may not find themselves
+    assert (got[torch.tensor(own)] > 1e-3).all()
 
 
 def test_loo_groups_with_one_support_image_leaves_out_only_the_view() -> None:
@@ -91,6 +104,8 @@ def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
     worst = lambda b: float(b.distances(rows[None], "seg", 0).max())  # noqa: E731
     assert worst(small) < worst(random_bank)
     assert bank.coreset(1.0) is bank
+    kept = small.groups["seg"][0]
+    assert torch.equal(kept, kept.sort().values), "the coreset keeps bank order, each owner's rows together"
 
 
 def test_bf16_bank_is_close_to_exact() -> None:
@@ -100,16 +115,32 @@ def test_bf16_bank_is_close_to_exact() -> None:
     approx = bank.to(torch.device("cpu"), torch.bfloat16).distances(query, "seg", 0)
     assert approx.dtype == torch.float32
     torch.testing.assert_close(approx, exact, rtol=0, atol=2e-2)
+    # the similarities are fp32 products of the bf16-rounded rows, not rounded to bf16 themselves
+    widen = lambda t: F.normalize(t.float(), dim=-1).bfloat16().float()  # noqa: E731
+    rows = widen(bank.tokens["seg"][0])
+    expected = 1.0 - (widen(query) @ rows.T).amax(dim=-1)
+    torch.testing.assert_close(approx, expected, rtol=0, atol=1e-6)
+    assert approx.unique().numel() == approx.numel(), "no ties from rounding the scores"
 
 
-def test_auto_bank_precision_follows_the_model_compute_type() -> None:
+def test_bf16_similarities_on_an_accelerator_come_back_in_fp32() -> None:
+    from clipmpcad.memory_bank import similarity_tile
+
+    query, block = (torch.empty(5, 8, dtype=torch.bfloat16, device="meta") for _ in range(2))
+    out = torch.empty(5, 5, device="meta")
+    similarity_tile(query, block, out)  # the GPU path (mm's out_dtype), checked for its types
+    assert out.dtype == torch.float32 and out.shape == (5, 5)
+
+
+def test_auto_bank_precision_is_bf16_only_on_a_gpu_computing_in_bf16() -> None:
     from clipmpcad.memory_bank import bank_dtype
 
-    assert bank_dtype("auto", torch.bfloat16) == torch.bfloat16  # a GPU, or --precision bf16
-    assert bank_dtype("auto", None) == torch.float32  # fp32 on a CPU
-    assert bank_dtype("fp32", torch.bfloat16) == torch.float32
-    assert bank_dtype("bf16", None) == torch.bfloat16
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert bank_dtype("auto", gpu, torch.bfloat16) == torch.bfloat16
+    assert bank_dtype("auto", gpu, None) == torch.float32
+    assert bank_dtype("auto", cpu, torch.bfloat16) == torch.float32  # --precision bf16 on a CPU: no faster there
+    assert bank_dtype("fp32", gpu, torch.bfloat16) == torch.float32
+    assert bank_dtype("bf16", cpu, None) == torch.bfloat16
     bank, _, _ = make_bank(views=2, tokens=4, dim=8)
-    placed = bank.placed(torch.device("cpu"), "auto", "bf16")
-    assert placed.tokens["seg"][0].dtype == torch.bfloat16
-    assert bank.placed(torch.device("cpu"), "auto").tokens["seg"][0].dtype == torch.float32
+    assert bank.placed(cpu, "auto", "bf16").tokens["seg"][0].dtype == torch.float32
+    assert bank.placed(cpu, "bf16").tokens["seg"][0].dtype == torch.bfloat16

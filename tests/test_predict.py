@@ -303,6 +303,19 @@ def test_calibrations_without_reference_tables_load_but_cannot_move():
         cal.threshold_for(0.1)
 
 
+def test_a_constant_reference_statistic_is_shifted_not_blown_up():
+    from clipmpcad.scoring import BranchMaps, RangeTracker
+
+    tracker = RangeTracker()
+    flat = torch.full((2, 4, 4), 0.3)
+    tracker.add(BranchMaps(flat, flat + torch.linspace(0, 2, 16).view(1, 4, 4), None, None))
+    with pytest.warns(UserWarning, match="zero_map was constant"):
+        scales = tracker.scales()
+    x = torch.tensor([0.3, 0.8])
+    torch.testing.assert_close(scales["zero_map"].apply(x), torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(scales["few_map"].apply(x), (x - 0.3) / 2.0)  # a range is still a range
+
+
 def test_a_paper_run_predicts_at_its_test_calibration_and_refuses_another_fpr(bench, tmp_path):
     run = _train(bench, 0, tmp_path / "paper", protocol="paper", views=1)
     with pytest.raises(ConfigError, match=r"run `clipmpcad test .*paper` first"):

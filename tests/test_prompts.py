@@ -339,15 +339,15 @@ def test_prototypes_equal_a_plain_computation(tiny_clip):
     torch.testing.assert_close(t, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_base_plus_p_weights_each_source_equally_not_each_sentence(tiny_clip):
+def test_base_plus_p_averages_every_sentence_of_both_sources(tiny_clip):
     prompt_set = load_prompt_set("mvtec_ad_bottle")
     both = prompt_sentences("base+p", prompt_set)
-    t = text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize, both)
+    t = text_prototypes(tiny_clip.encode_text, open_clip.tokenizer.tokenize, both, batch_size=100)
     base, own = both.normal
-    equal = F.normalize(_plain_prototype(tiny_clip, base) + _plain_prototype(tiny_clip, own), dim=0)
-    pooled = _plain_prototype(tiny_clip, base + own)
-    torch.testing.assert_close(t[:, 0], equal, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(t[:, 0], pooled, atol=1e-4)
+    pooled = _plain_prototype(tiny_clip, base + own)  # METHOD §4: one average over all sentences
+    per_source = F.normalize(_plain_prototype(tiny_clip, base) + _plain_prototype(tiny_clip, own), dim=0)
+    torch.testing.assert_close(t[:, 0], pooled, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(t[:, 0], per_source, atol=1e-4)
 
 
 def test_each_mode_gives_a_different_t(tiny_clip):

@@ -63,6 +63,8 @@ def test_synthesised_anomalies_change_only_their_mask() -> None:
         assert (fake[i][:, m] - images[i][:, m]).abs().mean() > 0.05
     again, _ = synthesise_anomalies(images, seed=5)
     assert torch.equal(again, fake)
+    brighter, _ = synthesise_anomalies(torch.cat([images[:1], 10 * images[1:]]), seed=5)
+    assert torch.equal(brighter[0], fake[0]), "a shot's anomaly does not depend on the other shots' values"
 
 
 def test_training_free_zero_shot(synthetic_benchmark, tmp_path) -> None:

@@ -81,7 +81,9 @@ class DecoderConfig:
 class BankConfig:
     coreset: float = 1.0  # fraction of bank tokens kept by greedy coreset; 1.0 = exact full bank
     block_size: int = 8192  # bank rows per similarity tile, at most 2048 on a CPU (bounds memory, not results)
-    precision: str = "auto"  # "fp32" exact; "bf16" products summed in fp32; "auto": bf16 if the model computes in bf16
+    # "fp32" exact; "bf16" rows: half the memory, fp32 similarities of the rounded rows;
+    # "auto": bf16 on a GPU whose model computes in bf16, else fp32 (memory_bank.bank_dtype)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _check(0.0 < self.coreset <= 1.0, f"coreset fraction must be in (0, 1], got {self.coreset}")

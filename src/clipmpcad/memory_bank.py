@@ -19,10 +19,11 @@ BRANCHES = ("seg", "det")
 CPU_TILE = 2048  # query rows and bank rows per similarity tile on a CPU
 
 
-def bank_dtype(precision: str, compute: torch.dtype | None) -> torch.dtype:
-    """The bank's storage type: under "auto" bf16 products (summed in fp32) when the model computes
-    in bf16 (runtime.compute_dtype: on a GPU, or --precision bf16), else fp32."""
-    if precision == "bf16" or (precision == "auto" and compute == torch.bfloat16):
+def bank_dtype(precision: str, device: torch.device, compute: torch.dtype | None) -> torch.dtype:
+    """The bank's storage type. "auto": bf16 on a GPU whose model computes in bf16 (half the memory,
+    bf16 products returned in fp32), else fp32; on a CPU bf16 rows are widened to fp32 for their
+    products (similarity_tile), so there a bf16 bank only saves memory and "auto" keeps fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type != "cpu" and compute == torch.bfloat16):
         return torch.bfloat16
     return torch.float32
 
@@ -73,14 +74,14 @@ class MemoryBank:
         return max(int(t.shape[0]) for ts in self.tokens.values() for t in ts)
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> MemoryBank:
-        """The bank on `device`; tokens in `dtype` (bf16 halves memory and speeds the products)."""
+        """The bank on `device`; tokens in `dtype` (bf16 halves memory; on a GPU it speeds the products)."""
         tokens = {b: [t.to(device, dtype or t.dtype) for t in ts] for b, ts in self.tokens.items()}
         return MemoryBank(tokens, {b: [g.to(device) for g in gs] for b, gs in self.groups.items()})
 
     def placed(self, device: torch.device, precision: str, compute: str = "auto") -> MemoryBank:
         """The bank where it is searched, in the configured precision (BankConfig.precision) for a
         model that computes at `compute` (RunConfig.precision)."""
-        return self.to(device, bank_dtype(precision, compute_dtype(device, compute)))
+        return self.to(device, bank_dtype(precision, device, compute_dtype(device, compute)))
 
     def distances(
         self,
@@ -94,33 +95,37 @@ class MemoryBank:
     ) -> torch.Tensor:
         """1 − max cosine similarity of each query patch: query (B, N, D) → (B, N).
 
-        exclude (B,): a group id per query whose rows are left out (leave-one-out scoring).
+        exclude (B,): a group id per query whose rows are left out (leave-one-out scoring), as
+        −inf similarities over the rectangles where a query's rows meet its group's runs of bank rows.
         Tiles of query_block query rows × block_size bank rows fill one reused buffer. On a CPU
         both are at most CPU_TILE (query_block None: CPU_TILE): the whole batch against 8192 bank
         rows is hundreds of MB for a small model, fresh memory at every block, searched at a third
         of the speed. On a GPU query_block None takes all query rows at once. No tiling changes a
-        result: each similarity is one product's output, and the max is exact.
+        result: each similarity is one product's output, and the max is exact. A bf16 bank's
+        similarities are fp32 (similarity_tile): not rounded to bf16's 2⁻⁸ steps, which would
+        leave a few dozen distinct patch scores and many ties.
         """
         bank, groups = self.tokens[branch][level], self.groups[branch][level]  # (M, D), (M,)
         b, n, _ = query.shape
         q = F.normalize(query.float(), dim=-1).to(bank.dtype).flatten(0, 1)  # (B·N, D), in the bank's precision
-        owners = None if exclude is None else exclude.repeat_interleave(n)  # (B·N,) each row's excluded group
+        excluded = None if exclude is None else excluded_rows(groups, exclude, n)
         on_cpu = bank.device.type == "cpu"
         rows = query_block or (CPU_TILE if on_cpu else q.shape[0])
         cols = min(block_size, CPU_TILE) if on_cpu else block_size
         rows, cols = min(rows, q.shape[0]), min(cols, bank.shape[0])
-        buffer = q.new_empty(rows * cols)  # the similarities of one tile, stored in the bank's precision
+        buffer = q.new_empty(rows * cols, dtype=torch.float32)  # the similarities of one tile
         best = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)  # (B·N,)
         for r in range(0, q.shape[0], rows):
             q_tile, best_tile = q[r : r + rows], best[r : r + rows]
-            owner_tile = None if owners is None else owners[r : r + rows].unsqueeze(1)  # (rows, 1)
+            if on_cpu:
+                q_tile = q_tile.float()  # CPU products of bf16 rows: in fp32 (similarity_tile)
             for c in range(0, bank.shape[0], cols):
                 block = bank[c : c + cols]  # (m, D)
                 sims = buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block))
-                torch.mm(q_tile, block.T, out=sims)  # bf16 products sum in fp32
-                if owner_tile is not None:
-                    sims.masked_fill_(groups[c : c + cols].unsqueeze(0) == owner_tile, -torch.inf)  # own rows out
-                torch.maximum(best_tile, sims.amax(dim=-1).float(), out=best_tile)  # the max of the stored values
+                similarity_tile(q_tile, block, sims)
+                if excluded is not None:
+                    excluded.leave_out(sims, r, c)
+                torch.maximum(best_tile, sims.amax(dim=-1), out=best_tile)
         return 1.0 - best.view(b, n)
 
     def state(self) -> dict:
@@ -140,10 +145,54 @@ class MemoryBank:
         for branch, levels in self.tokens.items():
             tokens[branch], groups[branch] = [], []
             for level, rows in enumerate(levels):
-                keep = greedy_coreset(rows, max(1, round(fraction * rows.shape[0])), seed)
+                # in bank order: each support image's rows stay together (leave-one-out's runs)
+                keep = greedy_coreset(rows, max(1, round(fraction * rows.shape[0])), seed).sort().values
                 tokens[branch].append(rows[keep])
                 groups[branch].append(self.groups[branch][level][keep])
         return MemoryBank(tokens, groups)
+
+
+def similarity_tile(query: torch.Tensor, block: torch.Tensor, out: torch.Tensor) -> None:
+    """out (R, m) fp32 ← query (R, D) · block (m, D)ᵀ. Rows in bf16: on a GPU bf16 products summed
+    and returned in fp32 (mm's out_dtype); a CPU's mm can only return bf16, so there the rows are
+    widened to fp32 first: exact products of the bf16-stored rows, at fp32 speed."""
+    if block.dtype == torch.float32 or block.device.type == "cpu":
+        torch.mm(query, block.float().T, out=out)
+    else:
+        torch.mm(query, block.T, out_dtype=torch.float32, out=out)
+
+
+@dataclass(frozen=True)
+class ExcludedRows:
+    """Where leave-one-out removes similarities from the (B·N, M) similarity matrix: query sample
+    i's N rows × each run [m0, m1) of consecutive bank rows owned by its group. Banks keep each
+    support image's rows together, so a sample has one run or a few; filling those rectangles
+    costs a sliver of comparing the owners of every (query row, bank row) pair."""
+
+    tokens: int  # N: query rows per sample
+    runs: list[list[tuple[int, int]]]  # per query sample, its group's runs of bank rows
+
+    def leave_out(self, sims: torch.Tensor, row: int, col: int) -> None:
+        """Set to −inf the excluded similarities of the tile sims (query rows row.., bank rows col..)."""
+        rows, cols = sims.shape
+        for i in range(row // self.tokens, -(-(row + rows) // self.tokens)):  # the samples this tile meets
+            top, bottom = max(i * self.tokens, row) - row, min((i + 1) * self.tokens, row + rows) - row
+            for m0, m1 in self.runs[i]:
+                left, right = max(m0, col) - col, min(m1, col + cols) - col
+                if left < right:
+                    sims[top:bottom, left:right] = -torch.inf
+
+
+def excluded_rows(groups: torch.Tensor, exclude: torch.Tensor, tokens: int) -> ExcludedRows:
+    """Leave-one-out for queries of `tokens` rows per sample: groups (M,) the bank rows' owners,
+    exclude (B,) each query sample's own group."""
+    owners = groups.cpu()
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(owners[1:] != owners[:-1]).flatten() + 1])
+    ends = torch.cat([starts[1:], torch.tensor([owners.numel()])])
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for start, end, group in zip(starts.tolist(), ends.tolist(), owners[starts].tolist(), strict=True):
+        runs.setdefault(group, []).append((start, end))
+    return ExcludedRows(tokens, [runs.get(group, []) for group in exclude.tolist()])
 
 
 def greedy_coreset(rows: torch.Tensor, count: int, seed: int = 0, dim: int = 128) -> torch.Tensor:

@@ -84,7 +84,8 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "bank.precision",
         {
             "choices": BANK_PRECISIONS,
-            "help": "fp32 (exact), bf16 products, auto (bf16 when the model computes in bf16)",
+            "help": "fp32 (exact); bf16 rows: half the memory, similarities of the rounded rows in fp32; "
+            "auto: bf16 on a GPU whose model computes in bf16, else fp32",
         },
     ),
     (("--epochs",), "train.epochs", {"type": int, "help": "passes over the support views (default 50)"}),

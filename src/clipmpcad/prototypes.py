@@ -116,19 +116,13 @@ def _state_prototype(
     groups: tuple[tuple[str, ...], ...],
     batch_size: int,
 ) -> torch.Tensor:
-    # Per source, METHOD §4: encode, L2-normalise each, average, L2-normalise. base+p then takes
-    # the mean of the two sources' unit prototypes, re-normalised, rather than one mean over the
-    # pooled sentences: pooled, the 245/175 generic base sentences would outweigh a set's 30-60
-    # domain sentences about five to one and the P-Prompts would barely move T. Equal weights
-    # per source keep the domain vocabulary's share fixed whatever the list lengths.
-    prototypes = []
-    for group in groups:
-        chunks = [
-            encode_text(tokenize(list(group[i : i + batch_size]))).float().cpu()
-            for i in range(0, len(group), batch_size)
-        ]
-        prototypes.append(_mean_direction(torch.cat(chunks)))  # (D,)
-    return _mean_direction(torch.stack(prototypes))  # (D,)
+    """One state's T column (D,), METHOD §4: every sentence of every source (base, P-Prompts)
+    encoded and L2-normalised, then one average over them all, L2-normalised."""
+    sentences = [s for group in groups for s in group]
+    chunks = [
+        encode_text(tokenize(sentences[i : i + batch_size])).float().cpu() for i in range(0, len(sentences), batch_size)
+    ]
+    return _mean_direction(torch.cat(chunks))  # (D,)
 
 
 def _mean_direction(embeddings: torch.Tensor) -> torch.Tensor:
@@ -161,7 +155,8 @@ class PrototypeCache:
         """The file of one entry: a hash of the identity, the mode and every sentence."""
         if not backbone_id:
             raise ValueError("backbone_id must be a non-empty string")
-        key = hashlib.sha256(f"v1\0{backbone_id}\0{sentences.digest()}".encode()).hexdigest()
+        # v2: base+p averages all its sentences at once (v1 averaged each source, then the two)
+        key = hashlib.sha256(f"v2\0{backbone_id}\0{sentences.digest()}".encode()).hexdigest()
         return self.directory / f"{key[:40]}.pt"
 
     def get(self, backbone_id: str, sentences: PromptSentences) -> torch.Tensor | None:

@@ -8,6 +8,7 @@ leave-one-out); `paper` uses min-max over the whole test set (transductive, test
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -62,8 +63,14 @@ class Scale:
     lo: float
     hi: float
 
+    @property
+    def span(self) -> float:
+        """hi − lo; 1 for a statistic that was constant where it was fitted: it is only shifted
+        (dividing by a zero range would blow the branch up by 10¹² and drown the other one)."""
+        return self.hi - self.lo if self.hi > self.lo else 1.0
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.lo) / max(self.hi - self.lo, 1e-12)
+        return (x - self.lo) / self.span
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,14 @@ class RangeTracker:
             self.hi[name] = max(self.hi.get(name, hi), hi)
 
     def scales(self) -> dict[str, Scale]:
+        """The fitted scales; warns for a statistic that was constant (Scale.span)."""
+        for name in self.lo:
+            if self.hi[name] <= self.lo[name]:
+                warnings.warn(
+                    f"branch statistic {name} was constant ({self.lo[name]:.6g}) on every image it was "
+                    "fitted on, so it is shifted but not scaled: more reference images would fix its range",
+                    stacklevel=2,
+                )
         return {name: Scale(self.lo[name], self.hi[name]) for name in self.lo}
 
 

@@ -37,9 +37,9 @@ def synthesise_anomalies(images: torch.Tensor, seed: int) -> tuple[torch.Tensor,
     """One anomalous copy of each image, reproducible from `seed`."""
     rng = np.random.default_rng([seed, 7])
     k, c, s, _ = images.shape
-    scale = float(images.std()) or 1.0
     out, masks = images.clone(), torch.zeros(k, 1, s, s)
     for i in range(k):
+        scale = float(images[i].std()) or 1.0  # this image's own: no shot depends on the others' values
         mask = torch.from_numpy(perlin_mask(s, rng)).float()  # (S, S)
         texture = torch.from_numpy(foreign_texture(s, c, scale, rng)).float()  # (C, S, S)
         beta = float(rng.uniform(0.5, 1.0))  # opacity of the foreign texture

@@ -252,3 +252,38 @@ def test_bf16_products_stored_on_a_cpu_change_no_result() -> None:
         grads.append(xi.grad)
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-6)
+
+
+def test_auto_weights_are_the_models_usual_ones() -> None:
+    from clipmpcad.weights import concrete_weights
+
+    register_model_configs()
+    assert concrete_weights("ViT-L-14-336", "auto") == "openai"
+    assert concrete_weights(TINY, "auto") == "random"  # the package's tiny models have no others
+    assert concrete_weights("local-dir:/x", "auto") is None  # the folder's own
+    assert concrete_weights(TINY, "some.pt") == "some.pt"
+    no_openai = next(
+        m
+        for m in open_clip.list_models()
+        if open_clip.list_pretrained_tags_by_model(m) and "openai" not in open_clip.list_pretrained_tags_by_model(m)
+    )
+    with pytest.raises(ConfigError, match=rf"{no_openai} has no OpenAI weights; choose --weights from its tags"):
+        concrete_weights(no_openai, "auto")
+    backbone = load_backbone(BackboneConfig(model=TINY, image_size=64))  # the default: auto
+    assert backbone.info.random
+
+
+def test_an_unloadable_checkpoint_is_one_line_without_unsafe_advice(tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_text('{"not": "tensors"}')
+    with pytest.raises(CheckpointError) as caught:
+        load_backbone(BackboneConfig(model=TINY, weights=str(bad), image_size=64))
+    message = str(caught.value)
+    assert message.startswith(f"cannot read checkpoint {bad}: not a file of plain tensors")
+    assert "\n" not in message and "weights_only" not in message
+
+
+def test_a_local_dir_with_a_broken_config_is_a_checkpoint_error(tmp_path) -> None:
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 8}}))
+    with pytest.raises(CheckpointError, match=r"cannot build local-dir:.*KeyError"):
+        load_backbone(BackboneConfig(model=f"local-dir:{tmp_path}", image_size=64))

@@ -262,3 +262,45 @@ def test_a_closed_output_pipe_ends_quietly() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (1, "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["train", "--shot", "3"], "clipmpcad train: error: argument --shot: invalid choice: 3 (choose from "),
+        (["train"], "clipmpcad train: error: the following arguments are required: --out (see clipmpcad train --help)"),
+        ([], "clipmpcad: error: the following arguments are required: VERB (see clipmpcad --help)"),
+        (["prompts", "nope"], "clipmpcad prompts: error: argument ACTION: invalid choice: 'nope'"),
+        (["prompts", "generate"], "clipmpcad prompts generate: error: the following arguments are required: --domain"),
+        (["test", "run", "--bad"], "clipmpcad: error: unrecognized arguments: --bad (see clipmpcad --help)"),
+    ],
+)
+def test_argument_errors_are_one_line_and_status_2(argv, line, capsys) -> None:
+    """No usage block: one line, at every level of the verb tree, and status 2 as for other bad input."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert exit.value.code == 2 and len(err) == 1 and err[0].startswith(line), err
+
+
+def test_datasets_says_when_a_root_holds_no_category(tmp_path, capsys) -> None:
+    (tmp_path / "stray").mkdir()  # a folder without train/ and test/ is no category
+    assert main(["datasets", "mvtec", str(tmp_path)]) == 0  # an empty answer, not an error
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays a list of categories for scripts
+    assert captured.err == f"{tmp_path}: no mvtec categories; found: none (no folder with train/ and test/)\n"
+    assert main(["datasets", "mvtec", str(tmp_path / "absent")]) == 2
+    assert capsys.readouterr().err.startswith("clipmpcad: error: ")
+
+
+def test_prompts_lint_of_an_unreadable_file_is_bad_input(tmp_path, capsys) -> None:
+    """1 means lint found problems; a file that cannot be read is bad input: one line, status 2."""
+    for target, why in ((tmp_path / "absent.json", "No such file or directory"), (tmp_path, "Is a directory")):
+        assert main(["prompts", "lint", str(target)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == f"clipmpcad: error: {target}: cannot read the prompt file ({why})\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{", encoding="utf-8")
+    assert main(["prompts", "lint", str(bad)]) == 1  # unreadable as JSON is a lint problem
+    assert "not valid JSON" in capsys.readouterr().out

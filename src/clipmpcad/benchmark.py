@@ -8,7 +8,9 @@ into the paper's tables (METHOD §11–§12; the averaging itself lives in metri
 A cell is reused when its folder holds a config.json equal to the requested one (runtime-only
 keys aside) and a metrics.json of the same cell; it is only tested again when metrics.json is
 missing or stale, and trained when its folder is absent or empty. A saved config that differs
-is an error unless `overwrite`; every cell is checked before any training starts.
+is an error unless `overwrite`; every cell is checked before any training starts. So is a
+suite.json of another suite (datasets and roots, categories, shots or seeds): suite.json is
+rewritten only once every check has passed.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def run_benchmark(
     _check(base.data.shot_file is None, "a benchmark picks the shots of each cell; unset data.shot_file")
     cells = plan(spec)
     configs = [base.with_overrides(cell.overrides()) for cell in cells]
-    _check_suite_folder(out, base, overwrite)
+    _check_suite_folder(out, base, spec, cells, overwrite)
     actions = [_action(cell.run_dir(out), cfg, overwrite) for cell, cfg in zip(cells, configs, strict=True)]
     _check_data(configs, actions)
     write_json(out / "suite.json", _suite_record(base, spec, cells, out))
@@ -286,8 +288,9 @@ def _describe(differences: Mapping[str, tuple[Any, Any]]) -> str:
     return "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in differences.items())
 
 
-def _check_suite_folder(out: Path, base: RunConfig, overwrite: bool) -> None:
-    """An earlier suite in `out` must have had the same settings: cells of two settings never mix."""
+def _check_suite_folder(out: Path, base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], overwrite: bool) -> None:
+    """An earlier suite in `out` must have had the same settings and cells: cells of two settings
+    never mix, and suite.json never describes a suite other than the tables' one."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"benchmark folder {out} exists and is not a folder; choose another --out")
     suite = out / "suite.json"
@@ -296,15 +299,31 @@ def _check_suite_folder(out: Path, base: RunConfig, overwrite: bool) -> None:
             raise ConfigError(f"{out} is not empty and holds no suite.json; choose another --out or pass --overwrite")
         return
     try:
-        saved = RunConfig.from_dict(read_json(suite)["base_config"])
-    except (ConfigError, KeyError, TypeError) as error:
+        record = read_json(suite)
+        saved = RunConfig.from_dict(record["base_config"])
+        saved_members = _suite_members(record["spec"]["datasets"], record["cells"])
+    except (ConfigError, KeyError, TypeError, ValueError, IndexError) as error:
         raise ConfigError(f"{suite} cannot be read ({error}); choose another --out") from None
     differences = config_differences(saved, base, (*RUNTIME_KEYS, *CELL_KEYS))
+    members = _suite_members(spec.datasets, [str(cell.run_dir(Path())) for cell in cells])
+    differences.update({k: (saved_members[k], v) for k, v in members.items() if saved_members[k] != v})
     if differences and not overwrite:
         raise ConfigError(
             f"{out} holds a suite run with other settings ({_describe(differences)}); "
             "pass --overwrite to redo its cells with the new ones, or choose another --out"
         )
+
+
+def _suite_members(datasets: Sequence[Sequence[str]], cells: Sequence[str]) -> dict[str, list[Any]]:
+    """What a suite covers, order aside: its datasets with their roots, categories, shots and
+    seeds, from (name, root) pairs and the cells' relative folders."""
+    parts = [Path(cell).parts for cell in cells]  # (<dataset>, <category>, <k>-shot, seed-<s>)
+    return {
+        "datasets": sorted(f"{name}={Path(root).resolve()}" for name, root in datasets),
+        "categories": sorted({f"{p[0]}/{p[1]}" for p in parts}),
+        "shots": sorted({int(p[2].removesuffix("-shot")) for p in parts}),
+        "seeds": sorted({int(p[3].removeprefix("seed-")) for p in parts}),
+    }
 
 
 def _action(run_dir: Path, cfg: RunConfig, overwrite: bool) -> str:
@@ -361,7 +380,7 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
         "format": SUITE_FORMAT,
         "base_config": base.to_dict(),
         "spec": {
-            "datasets": [list(d) for d in spec.datasets],
+            "datasets": [[name, str(Path(root).resolve())] for name, root in spec.datasets],
             "categories": spec.categories and list(spec.categories),
             "shots": list(spec.shots),
             "seeds": list(spec.seeds),
@@ -371,7 +390,7 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
         "backbone": {
             "model": base.backbone.model,
             "weights": base.backbone.weights,
-            "random": is_random(base.backbone.weights),
+            "random": is_random(base.backbone.model, base.backbone.weights),
             "image_size": base.backbone.image_size,
         },
         "coreset": base.bank.coreset,

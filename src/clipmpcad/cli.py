@@ -8,8 +8,8 @@
     clipmpcad prompts list | show NAME | lint [FILES] | generate --domain TEXT --out FILE
     clipmpcad datasets [NAME ROOT]
 
-Bad input (a ClipMPCADError) prints one line and exits with status 2; anything else is a bug
-and keeps its traceback.
+Bad input (a ClipMPCADError, or arguments argparse refuses) prints one line and exits with
+status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import DOMAINS, MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
@@ -45,8 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, not the usage block: the subparsers of the
+    whole tree are built from this class too (argparse's add_subparsers uses type(self))."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipmpcad", description="Few-shot anomaly detection on a frozen CLIP.")
+    parser = OneLineParser(prog="clipmpcad", description="Few-shot anomaly detection on a frozen CLIP.")
     parser.add_argument("--version", action="version", version=f"clipmpcad {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add in (_add_train, _add_test, _add_predict, _add_demo, _add_benchmark, _add_prompts, _add_datasets):
@@ -188,7 +196,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = train_model(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
     print(describe_training(run.run_dir))
     if args.test:
-        _print_record(evaluate_run(run, progress=progress))  # the trained run as it is: no second load
+        try:
+            _print_record(evaluate_run(run, progress=progress))  # the trained run as it is: no second load
+        except ClipMPCADError as error:  # the run itself is complete: say so beside the problem
+            raise type(error)(
+                f"{error} (the trained run is saved in {run.run_dir}; `clipmpcad test` it again)"
+            ) from error
     return 0
 
 
@@ -328,8 +341,15 @@ def cmd_prompts_show(args: argparse.Namespace) -> int:
 
 
 def cmd_prompts_lint(args: argparse.Namespace) -> int:
+    from .errors import PromptError
     from .prompts import lint_prompt_files
 
+    for file in args.files:  # a file that cannot be opened is bad input (status 2), not a lint finding (1)
+        try:
+            with open(file, "rb"):
+                pass
+        except OSError as error:
+            raise PromptError(f"{file}: cannot read the prompt file ({error.strerror})") from None
     report = lint_prompt_files(args.files or None)
     problems = [(path, p) for path, found in report.items() for p in found]
     for path, problem in problems:
@@ -366,7 +386,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"give the root folder of {args.name} to list its categories")
-    for category in list_categories(args.name, args.root):
+    categories = list_categories(args.name, args.root)  # a missing root is an error (status 2)
+    if not categories:  # an existing root without categories is an answer: said on stderr, stdout stays a list
+        from .data.mvtec import NORMAL_FOLDERS
+
+        why = " (no folder with train/ and test/)" if args.name in NORMAL_FOLDERS else ""  # as train says it
+        print(f"{args.root}: no {args.name} categories; found: none{why}", file=sys.stderr)
+    for category in categories:
         print(category)
     return 0
 

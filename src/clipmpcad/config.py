@@ -12,6 +12,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+LOCAL_DIR = "local-dir:"  # a model given as a folder with open_clip_config.json and its weights
+
 SHOTS = (1, 2, 4, 8, 16)
 SHOT_SOURCES = ("auto", "list", "sample")
 DOMAINS = ("medical", "industrial")
@@ -26,7 +28,7 @@ BANK_PRECISIONS = PRECISIONS
 @dataclass(frozen=True)
 class BackboneConfig:
     model: str = "ViT-L-14-336"  # OpenCLIP ViT name, or local-dir:PATH / hf-hub:ID
-    weights: str | None = "openai"  # pretrained tag, checkpoint file, or "random"
+    weights: str | None = "auto"  # pretrained tag, checkpoint file, "random", or "auto" (weights.concrete_weights)
     image_size: int = 240  # input side; the positional embedding is resized to it
     levels: tuple[int, ...] | None = None  # 1-based blocks after which adapters act; None: depth·{¼,½,¾,1}
     quick_gelu: bool | None = None  # None: as the weights were trained (QuickGELU for OpenAI)
@@ -180,6 +182,26 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))
+
+    def with_absolute_paths(self) -> RunConfig:
+        """Every file or folder this config names that exists here, made absolute (against the
+        working folder), so that a run and its config.json work from any folder."""
+
+        def absolute(value: str | None) -> str | None:
+            path = Path(value).expanduser() if value else None
+            return str(path.resolve()) if path is not None and path.exists() else value
+
+        b = self.backbone
+        overrides = {
+            "data.root": absolute(self.data.root) or "",
+            "data.shot_file": absolute(self.data.shot_file),
+            "prompts.prompt_set": absolute(self.prompts.prompt_set),  # a package set's name is not a file
+            "backbone.weights": absolute(b.weights),
+            "backbone.cache_dir": absolute(b.cache_dir),
+        }
+        if b.model.startswith(LOCAL_DIR):
+            overrides["backbone.model"] = LOCAL_DIR + absolute(b.model.removeprefix(LOCAL_DIR))
+        return self.with_overrides(overrides)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -14,7 +14,7 @@ from .data.synthetic import generate_benchmark
 from .experiment import describe_header, evaluate_run, train_model
 from .metrics.summary import RunResult
 from .report.tables import benchmark_table
-from .runs import check_new_run_dir
+from .runs import check_output_folder
 
 DEMO_BACKBONE = {"model": "clipmpcad-tiny", "weights": "random", "image_size": 96}
 DEMO_EPOCHS = 15
@@ -36,7 +36,7 @@ def run_demo(
     out: Path, *, seed: int = 0, epochs: int | None = None, overwrite: bool = False, progress: bool = True
 ) -> str:
     """Generate, train and test every generated set; write OUT/demo.md and return the table."""
-    check_new_run_dir(out, overwrite)
+    check_output_folder(out, overwrite, what="demo")  # --overwrite redoes its data, runs and table
     bench = generate_benchmark(out / "data", seed=seed, overwrite=overwrite)
     results, header = [], ""
     for s in bench.sets:

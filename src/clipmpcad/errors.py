@@ -23,3 +23,14 @@ class CheckpointError(ClipMPCADError):
 
 class PromptError(ClipMPCADError):
     """A prompt set that is missing, malformed, or fails lint."""
+
+
+def load_failure(error: Exception) -> str:
+    """One line on why torch could not load a file. torch's weights-only refusals run to a page
+    that suggests loading with weights_only=False (running code from the file): not advice to pass on."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].split())
+        return f"not a file of plain tensors ({detail}); weights are loaded without running code from the file"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -19,7 +19,7 @@ import torch
 from .atomic import write_json, write_text
 from .backbone import Backbone, load_backbone
 from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
-from .config import RunConfig
+from .config import LOCAL_DIR, RunConfig
 from .data import CategoryData, load_category
 from .data.dataset import load_batch
 from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
@@ -115,18 +115,21 @@ def train_model(
     train_on (zero-shot only): categories whose support sets train the adapters instead of the
     target's, as CATEGORY (same dataset and root) or DATASET:ROOT:CATEGORY (MVFA's leave-one-out).
     """
-    out = Path(out)
+    out, cfg = Path(out), cfg.with_absolute_paths()  # config.json must work from any folder
     protocol = get_protocol(cfg.protocol)
     if train_on and protocol.trains:
         raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")
-    if protocol.uses_bank and cfg.data.shot == 1 and cfg.train.views == 1:
+    inputs = run_inputs(cfg, train_on or ())
+    check_new_run_dir(out, overwrite, inputs)
+    data = load_data(cfg)
+    shots = choose_shots(cfg, data, protocol) if protocol.uses_shots else NO_SHOTS
+    if cfg.data.shot_file and shots.k != cfg.data.shot:  # the file fixes k: config.json says so too
+        cfg = cfg.with_overrides({"data.shot": shots.k})
+    if protocol.uses_bank and shots.k == 1 and cfg.train.views == 1:
         raise ConfigError(
             "one shot without augmented views leaves no other normal view to calibrate against; "
             "keep train.views 11 or use --shot 2 or more"
         )
-    check_new_run_dir(out, overwrite)
-    data = load_data(cfg)
-    shots = choose_shots(cfg, data, protocol) if protocol.uses_shots else NO_SHOTS
     sources = [_source_data(cfg, item, data) for item in train_on or ()]
     device = resolve_device(cfg.device)
     configure_cpu()
@@ -179,7 +182,7 @@ def train_model(
         "precision": precision_name(device, cfg.precision),
         "best_epoch": None if selector is None else selector.best_epoch,
     }
-    with staged_run_dir(out, overwrite) as stage:
+    with staged_run_dir(out, overwrite, inputs) as stage:
         write_json(stage / "config.json", cfg.to_dict())
         write_json(stage / "shots.json", shots_to_json(shots, data))
         save_model(stage, detector.model, calibration, meta)
@@ -190,15 +193,28 @@ def train_model(
 NO_SHOTS = Shots(k=0, seed=None, source="none (zero-shot)", normal=(), abnormal=(), removed_from_test=0)
 
 
-def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryData:
+def _train_on_category(cfg: RunConfig, item: str) -> tuple[str, str, str]:
+    """(dataset, root, category) of a --train-on item: CATEGORY or DATASET:ROOT:CATEGORY."""
     parts = item.split(":")
     if len(parts) == 1:
-        dataset, root, category = cfg.data.dataset, cfg.data.root, item
-    elif len(parts) >= 3:
-        dataset, root, category = parts[0], ":".join(parts[1:-1]), parts[-1]
-    else:
-        raise ConfigError(f"--train-on takes CATEGORY or DATASET:ROOT:CATEGORY, got {item!r}")
-    data = load_category(dataset, root, category)
+        return cfg.data.dataset, cfg.data.root, item
+    if len(parts) >= 3:
+        return parts[0], ":".join(parts[1:-1]), parts[-1]
+    raise ConfigError(f"--train-on takes CATEGORY or DATASET:ROOT:CATEGORY, got {item!r}")
+
+
+def run_inputs(cfg: RunConfig, train_on: Sequence[str] = ()) -> list[Path]:
+    """The files and folders a run reads (--overwrite must never replace a folder holding one)."""
+    b = cfg.backbone
+    named = [cfg.data.root, cfg.data.shot_file, cfg.prompts.prompt_set, b.weights, b.cache_dir]
+    if b.model.startswith(LOCAL_DIR):
+        named.append(b.model.removeprefix(LOCAL_DIR))
+    named += [_train_on_category(cfg, item)[1] for item in train_on]
+    return [Path(name) for name in named if name and Path(name).exists()]
+
+
+def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryData:
+    data = load_category(*_train_on_category(cfg, item))
     if (data.dataset, data.root, data.category) == (target.dataset, target.root, target.category):
         raise ConfigError(f"--train-on {item} is the test category itself: zero-shot must not train on it")
     return data
@@ -230,7 +246,7 @@ def train_seeds(
 ) -> str:
     """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary."""
     for seed in seeds:
-        check_new_run_dir(out / f"seed-{seed}", overwrite)
+        check_new_run_dir(out / f"seed-{seed}", overwrite, run_inputs(cfg, train_on or ()))
     results = []
     for seed in seeds:
         # the trained run as it is (no second backbone load), and no reference kept to it: one
@@ -279,6 +295,13 @@ def describe_record(record: dict[str, Any]) -> str:
         f"{record['n_test_images']} test images ({record['removed_from_test']} shots removed from the test split), "
         f"test {record['test_seconds']:.1f} s",
     ]
+    for kind, undefined in (("anomalous", "image and pixel metrics"), ("normal", "image metrics")):
+        if record.get(f"n_{kind}") == 0:
+            lines.append(
+                f"NOTE: the test split holds no {kind} image once the shots are removed, so its {undefined} "
+                "are undefined (–); use fewer shots or more test images"
+            )
+            break
     return describe_header(record) + "\n".join(lines)
 
 

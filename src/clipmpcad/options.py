@@ -46,7 +46,14 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--device",), "device", {"help": "auto, cpu, cuda or cuda:N"}),
     (("--precision",), "precision", {"choices": PRECISIONS, "help": PRECISION_HELP}),
     (("--model",), "backbone.model", {"help": "OpenCLIP ViT name, local-dir:PATH or hf-hub:ID"}),
-    (("--weights",), "backbone.weights", {"help": "pretrained tag (openai), checkpoint file, or random"}),
+    (
+        ("--weights",),
+        "backbone.weights",
+        {
+            "help": "pretrained tag (openai), checkpoint file, or random; default auto: openai, "
+            "a local-dir: or hf-hub: model's own, random for the package's tiny models"
+        },
+    ),
     (("--image-size",), "backbone.image_size", {"type": int, "help": "input side in pixels (default 240)"}),
     (("--levels",), "backbone.levels", {"type": int, "nargs": "+", "help": "1-based blocks the adapters follow"}),
     (
@@ -170,7 +177,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = _parse_value(text)
-    return cfg.with_overrides(overrides)
+    cfg = cfg.with_overrides(overrides).with_absolute_paths()
+    if getattr(args, "data__shot", None) is not None and cfg.data.shot_file:
+        raise ConfigError(
+            f"--shot and the shot file {cfg.data.shot_file} both set k: the file's support set does; drop --shot"
+        )
+    return cfg
 
 
 def _parse_value(text: str) -> Any:

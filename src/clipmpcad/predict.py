@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import write_bytes, write_text
+from .atomic import staged_folder, write_bytes, write_text
 from .checkpoint import TrainedRun, load_run
 from .config import MAP_FORMATS
 from .data.dataset import image_to_tensor
@@ -32,7 +32,7 @@ from .data.imageio import image_size, read_image
 from .decoder import resize_maps
 from .errors import CheckpointError, ConfigError, DataError
 from .protocols import get_protocol
-from .runs import read_json, staged_run_dir
+from .runs import check_output_folder, read_json
 from .scoring import Calibration
 
 CSV_NAME = "predictions.csv"
@@ -351,13 +351,13 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     paths, out = [Path(p) for p in inputs], Path(out)
     if not paths:
         raise DataError("no input images to predict")
-    check_output_folder(out, paths, overwrite)
+    check_output_folder(out, overwrite, what="prediction", markers=(CSV_NAME,), inputs=paths)
     check_readable(paths)
     names = unique_stems(paths)
     sigma = predictor.run.config.eval.sigma if sigma is None else sigma
     rows = []
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
-    with staged_run_dir(out, overwrite) as stage:
+    with staged_folder(out) as stage:  # checked above
         stems = iter(names)
         for batch in predictor.scored_batches(paths, with_levels=save_levels, batch_size=batch_size):
             for image, pred in batch:
@@ -380,25 +380,6 @@ def check_options(save_maps: str | None, save_levels: bool, sigma: float | None,
         raise ConfigError(f"sigma must be ≥ 0, got {sigma}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
-
-
-def check_output_folder(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse a non-empty `out` unless overwrite; even then only an earlier prediction folder that
-    holds none of the inputs, since the whole folder is replaced."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output folder {out} exists and is not a folder; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise ConfigError(f"output folder {out} exists and is not empty; choose another --out or pass --overwrite")
-    if not (out / CSV_NAME).is_file():
-        raise ConfigError(
-            f"output folder {out} holds no {CSV_NAME}, so it is not an earlier prediction folder; --overwrite "
-            "replaces the whole folder and is refused here: choose another --out"
-        )
-    inside = [p for p in inputs if p.resolve().is_relative_to(out.resolve())]
-    if inside:
-        raise ConfigError(f"input {inside[0]} lies in {out}, which --overwrite would replace; choose another --out")
 
 
 def write_outputs(

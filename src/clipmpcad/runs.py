@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .atomic import staged_folder
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, load_failure
 
 
 def load_torch(path: str | Path) -> Any:
@@ -30,7 +30,7 @@ def load_torch(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file
-        raise CheckpointError(f"cannot read {path}: {error}") from error
+        raise CheckpointError(f"cannot read {path}: {load_failure(error)}") from error
 
 
 def read_json(path: str | Path) -> Any:
@@ -43,26 +43,50 @@ def read_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
 
 
-def check_new_run_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing, non-empty folder unless the user asked (before any work)."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"run folder {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(f"run folder {path} already exists; choose another --out or pass --overwrite")
+RUN_FILES = ("config.json", "model.pt")  # what every run folder holds (require_run_dir)
+
+
+def check_output_folder(
+    out: Path, overwrite: bool, *, what: str, markers: Sequence[str] = (), inputs: Iterable[str | Path] = ()
+) -> None:
+    """Refuse a non-empty `out` unless `overwrite` (before any work). With `markers`, --overwrite
+    replaces the whole folder, so even then only an earlier `what` folder (it holds every marker
+    file) that holds none of `inputs`: never a user's own folder, never the data being read."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} folder {out} exists and is not a folder; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"{what} folder {out} exists and is not empty; choose another --out or pass --overwrite")
+    missing = [name for name in markers if not (out / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{out} holds no {missing[0]}, so it is not an earlier {what} folder; --overwrite replaces the whole "
+            "folder and is refused here: choose another --out"
+        )
+    here = out.resolve()
+    inside = [p for p in map(Path, inputs) if p.resolve().is_relative_to(here)]
+    if inside:
+        raise ConfigError(f"input {inside[0]} lies in {out}, which --overwrite would replace; choose another --out")
+
+
+def check_new_run_dir(path: Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """A run folder may replace only an earlier run folder that holds none of its inputs."""
+    check_output_folder(path, overwrite, what="run", markers=RUN_FILES, inputs=inputs)
 
 
 @contextlib.contextmanager
-def staged_run_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_run_dir(path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a folder to fill; on success it becomes `path`, on error it vanishes: no partial run
     folder is ever left behind (atomic.staged_folder), and nothing is replaced unless asked."""
     path = Path(path)
-    check_new_run_dir(path, overwrite)
+    check_new_run_dir(path, overwrite, inputs)
     with staged_folder(path) as stage:
         yield stage
 
 
 def require_run_dir(path: str | Path) -> Path:
     path = Path(path)
-    if not (path / "config.json").is_file() or not (path / "model.pt").is_file():
+    if not all((path / name).is_file() for name in RUN_FILES):
         raise CheckpointError(f"{path} is not a run folder (it needs config.json and model.pt from `clipmpcad train`)")
     return path

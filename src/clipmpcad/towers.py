@@ -18,7 +18,7 @@ from torch import nn
 from .config import BackboneConfig
 from .errors import CheckpointError, ConfigError
 from .runtime import fixed_torch_seed
-from .weights import WeightsSource, read_state_dict
+from .weights import WeightsSource, concrete_weights, read_state_dict
 
 TEXT_SEED_OFFSET = 1_000_003  # a random text tower gets its own seed, apart from the image tower's
 _NOT_TOWER_KEYS = ("logit_scale", "logit_bias")
@@ -44,7 +44,8 @@ def build_towers(
             text = _build_text_tower(embed_dim, model_cfg["text_cfg"], quick_gelu)
     if source.kind in ("file", "torchscript"):
         load_towers(visual, text, read_state_dict(source), source)
-    tag = open_clip.get_pretrained_cfg(model, cfg.weights) if cfg.weights else {}
+    weights = concrete_weights(model, cfg.weights)
+    tag = open_clip.get_pretrained_cfg(model, weights) if weights else {}
     preprocess = {
         "mean": tag.get("mean", open_clip.OPENAI_DATASET_MEAN),
         "std": tag.get("std", open_clip.OPENAI_DATASET_STD),
@@ -60,8 +61,8 @@ def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool, with_text
             clip = open_clip.create_model(
                 model, pretrained=None, cache_dir=cfg.cache_dir, force_image_size=cfg.image_size, quick_gelu=quick_gelu
             )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"cannot build {model}: {error}") from error
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError, TypeError) as error:  # a bad folder or config
+        raise CheckpointError(f"cannot build {model}: {type(error).__name__}: {error}") from error
     finally:
         logging.disable(logging.NOTSET)
     preprocess = open_clip.get_model_preprocess_cfg(clip)

@@ -13,9 +13,12 @@ from pathlib import Path
 import open_clip
 import torch
 
-from .errors import CheckpointError, ConfigError
+from .config import LOCAL_DIR
+from .errors import CheckpointError, ConfigError, load_failure
 
 RANDOM = "random"  # the weights value for a randomly initialised backbone
+AUTO = "auto"  # the weights value for "the model's usual weights" (concrete_weights)
+HF_HUB = "hf-hub:"  # like LOCAL_DIR, a model prefix whose weights come with the model
 SOURCE_KINDS = ("random", "file", "torchscript", "local-dir", "hf-hub")
 _TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -30,22 +33,44 @@ class WeightsSource:
     label: str  # how results name the weights, e.g. "openai", "random", a file name
 
 
-def is_random(weights: str | None) -> bool:
-    """No pretrained weights: the backbone is randomly initialised (`random`, or none given)."""
-    return weights in (None, RANDOM)
+def is_random(model: str, weights: str | None) -> bool:
+    """No pretrained weights: `model` starts from random ones (`random`, none given, or "auto"
+    for a model without pretrained weights); a local-dir: or hf-hub: model brings its own."""
+    if model.startswith((LOCAL_DIR, HF_HUB)):
+        return False
+    return concrete_weights(model, weights) in (None, RANDOM)
+
+
+def concrete_weights(model: str, weights: str | None) -> str | None:
+    """`weights` with "auto" made concrete: the model's own for local-dir: and hf-hub: (None),
+    OpenAI's for a model that has them, random for a model without any pretrained weights (the
+    package's tiny test models); any other model must be told which of its tags to use."""
+    if weights != AUTO:
+        return weights
+    if model.startswith((LOCAL_DIR, HF_HUB)):
+        return None
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if "openai" in tags:
+        return "openai"
+    if not tags:
+        return RANDOM
+    raise ConfigError(
+        f"{model} has no OpenAI weights; choose --weights from its tags ({', '.join(tags)}), a file, or random"
+    )
 
 
 def resolve_weights(
     model: str, weights: str | None, *, allow_download: bool = False, cache_dir: str | None = None
 ) -> WeightsSource:
     """Find the weights for `model` without touching the network unless `allow_download`."""
-    if model.startswith("local-dir:"):
+    weights = concrete_weights(model, weights)
+    if model.startswith(LOCAL_DIR):
         return _resolve_local_dir(model, weights)
-    if model.startswith("hf-hub:"):
+    if model.startswith(HF_HUB):
         if not allow_download:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cached files only, no network
         return WeightsSource("hf-hub", None, quick_gelu=False, label=model)
-    if is_random(weights):
+    if is_random(model, weights):
         return WeightsSource("random", None, quick_gelu=False, label=RANDOM)
     path = Path(weights).expanduser()
     if path.is_file():
@@ -72,7 +97,7 @@ def resolve_weights(
 
 
 def _resolve_local_dir(model: str, weights: str | None) -> WeightsSource:
-    folder = Path(model.removeprefix("local-dir:")).expanduser()
+    folder = Path(model.removeprefix(LOCAL_DIR)).expanduser()
     if weights not in (None, RANDOM):
         raise ConfigError(f"{model} carries its own weights; drop --weights {weights}")
     if not folder.is_dir():
@@ -156,7 +181,7 @@ def read_state_dict(source: WeightsSource) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any decoding failure is a bad file, reported as such
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_failure(error)}") from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:

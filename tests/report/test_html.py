@@ -153,3 +153,22 @@ def test_captions_name_the_errors(tmp_path):
     assert text.count("missed anomaly") == 2  # anomalous 1 and 3 score below 0.45
     assert text.count("false alarm") == 2  # normal 6 and 8 score above it
     assert text.count('<figure class="wrong">') == 4
+
+
+def test_heading_counts_every_test_image_not_only_the_drawn_ones(tmp_path):
+    """A run's report is handed only its worst cases: the heading's total is the record's test count."""
+    cases, accumulator = make_cases()
+    record = {**accumulator.compute().to_dict(), "n_test_images": 584}
+    curves = accumulator.curves()
+    path = write_report(
+        tmp_path / "report.html",
+        title="bottle, 4-shot",
+        config={"protocol": "clean"},
+        metrics=record,
+        curves={"image": curves.image, "pixel": curves.pixel},
+        cases=cases,
+        max_cases=5,
+    )
+    assert "<h2>Test images: 5 of 584, worst first</h2>" in path.read_text(encoding="utf-8")
+    plain = write(tmp_path, {"protocol": "clean"}, max_cases=5).read_text(encoding="utf-8")
+    assert "<h2>Test images: 5 of 9, worst first</h2>" in plain  # every test image passed: len(cases)

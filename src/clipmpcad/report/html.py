@@ -171,7 +171,8 @@ def write_report(
         path: the .html file to write; its folder must exist.
         title: page title, e.g. "mvtec/bottle, 4-shot, seed 111".
         config: the resolved run configuration (RunConfig.to_dict()), shown verbatim.
-        metrics: Metrics.to_dict() of the run.
+        metrics: Metrics.to_dict() of the run, or its metrics record, whose n_test_images (the
+            images `cases` were picked from) heads the grid; without it, len(cases) does.
         curves: e.g. {"image": c.image, "pixel": c.pixel} from MetricsAccumulator.curves();
             None entries are left out.
         cases: test images; the `max_cases` worst (see worst_first) are shown.
@@ -180,6 +181,7 @@ def write_report(
     """
     warning = protocol_warning(config)
     shown = worst_first(cases, max_cases)
+    total = metrics.get("n_test_images", len(cases))  # a run's report gets only the worst cases
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -190,7 +192,7 @@ def write_report(
         "separability, not an operating point. The grid uses the calibrated thresholds.</p>",
         "<h2>ROC and precision–recall curves</h2>",
         _curves_html(curves),
-        f"<h2>Test images: {len(shown)} of {len(cases)}, worst first</h2>",
+        f"<h2>Test images: {len(shown)} of {total}, worst first</h2>",
         "<p class='note'>Left: image; right: anomaly map. Green: ground truth; red: predicted "
         "mask at the calibrated pixel threshold. Red frame: wrong decision.</p>",
         "<div class='grid'>",

@@ -1,0 +1,123 @@
+"""The run folder's safety and portability: what --overwrite may replace, paths that work from
+any folder, a shot file that fixes k, and results that say when a metric cannot exist."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from clipmpcad import experiment
+from clipmpcad.cli import main
+from clipmpcad.errors import ConfigError
+from clipmpcad.runs import check_new_run_dir
+from tinyrun import tiny_run_config
+
+
+def tile(bench):
+    return next(s for s in bench.sets if s.dataset == "mvtec")
+
+
+def test_overwrite_replaces_only_an_earlier_run_that_holds_none_of_its_inputs(tmp_path) -> None:
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "a.png").write_bytes(b"mine")
+    with pytest.raises(ConfigError, match=r"photos exists and is not empty.*--overwrite"):
+        check_new_run_dir(mine, overwrite=False)
+    with pytest.raises(ConfigError, match=r"photos holds no config\.json, so it is not an earlier run folder"):
+        check_new_run_dir(mine, overwrite=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "model.pt"):
+        (run / name).write_text("{}")
+    check_new_run_dir(run, overwrite=True)  # an earlier run: may go
+    (run / "data").mkdir()
+    with pytest.raises(ConfigError, match=r"input .*data lies in .*run, which --overwrite would replace"):
+        check_new_run_dir(run, overwrite=True, inputs=[run / "data"])
+    check_new_run_dir(tmp_path / "new", overwrite=False)  # nothing there: nothing to refuse
+    assert (mine / "a.png").read_bytes() == b"mine"
+
+
+def test_train_overwrite_never_deletes_the_dataset_it_reads(synthetic_benchmark, tmp_path) -> None:
+    s = tile(synthetic_benchmark)
+    copy = tmp_path / "data"
+    shutil.copytree(s.root, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    argv = ["train", "--dataset", "mvtec", "--root", str(copy), "--category", s.category, "--quiet"]
+    argv += ["--model", "clipmpcad-tiny", "--image-size", "64", "--epochs", "1", "--shot", "1"]
+    assert main([*argv, "--out", str(copy), "--overwrite"]) == 2  # the user's folder, not a run
+    assert main([*argv, "--out", str(tmp_path), "--overwrite"]) == 2  # a folder above the data
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+
+
+def test_a_run_stores_absolute_paths_and_tests_from_another_folder(
+    synthetic_benchmark, tmp_path, monkeypatch, capsys
+) -> None:
+    s = tile(synthetic_benchmark)
+    shutil.copytree(s.root, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_run_config("mvtec", "data", s.category, train={"epochs": 1})
+    run = experiment.train_run(cfg, "run", progress=False)
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["data"]["root"] == str((tmp_path / "data").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["test", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0
+    again = ["train", "--config", str(tmp_path / "run" / "config.json"), "--out", "again", "--quiet"]
+    assert main([*again, "--set", "train.epochs=0"]) == 0
+    capsys.readouterr()
+
+
+def test_a_shot_file_fixes_k_and_an_explicit_shot_that_disagrees_is_refused(
+    synthetic_benchmark, tmp_path, capsys
+) -> None:
+    s = tile(synthetic_benchmark)
+    first = experiment.train_run(
+        tiny_run_config("mvtec", s.root, s.category, data={"shot": 1}, train={"epochs": 0}), tmp_path / "one"
+    )
+    shot_file = str(first / "shots.json")
+    cfg = tiny_run_config("mvtec", s.root, s.category, data={"shot": 4, "shot_file": shot_file}, train={"epochs": 0})
+    again = experiment.train_run(cfg, tmp_path / "again", progress=False)
+    assert json.loads((again / "config.json").read_text())["data"]["shot"] == 1  # as shots.json says
+    argv = ["train", "--dataset", "mvtec", "--root", str(s.root), "--category", s.category, "--quiet"]
+    argv += ["--model", "clipmpcad-tiny", "--out", str(tmp_path / "x"), "--shot-file", shot_file, "--shot", "2"]
+    assert main(argv) == 2
+    assert "--shot and the shot file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("normal", "anomalous", "says"), [(5, 0, "no anomalous image"), (0, 5, "no normal image")])
+def test_the_summary_says_why_image_metrics_are_missing(normal, anomalous, says) -> None:
+    record = {
+        "dataset": "mvtec",
+        "category": "tile",
+        "shot": 2,
+        "protocol": "clean",
+        "backbone": {"model": "m", "weights": "w", "random": False},
+        "adapter": "madff",
+        "prompts": {"mode": "base+p"},
+        "test_selected": False,
+        "n_test_images": normal + anomalous,
+        "n_normal": normal,
+        "n_anomalous": anomalous,
+        "removed_from_test": 4,
+        "test_seconds": 1.0,
+    }
+    text = experiment.describe_record(record)
+    assert says in text and "undefined" in text
+    assert "undefined" not in experiment.describe_record({**record, "n_normal": 3, "n_anomalous": 3})
+
+
+def test_train_test_on_a_corrupt_test_image_names_it_and_keeps_the_run(synthetic_benchmark, tmp_path, capsys) -> None:
+    s = tile(synthetic_benchmark)
+    copy = tmp_path / "data"
+    shutil.copytree(s.root, copy)
+    victim = sorted((copy / s.category / "test" / "good").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])  # the header survives
+    argv = ["train", "--dataset", "mvtec", "--root", str(copy), "--category", s.category, "--quiet"]
+    argv += ["--model", "clipmpcad-tiny", "--image-size", "64", "--epochs", "1", "--shot", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--test"]) == 2
+    err = capsys.readouterr().err
+    assert victim.name in err and "the trained run is saved in" in err
+    assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "metrics.json").exists()

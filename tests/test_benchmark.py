@@ -249,6 +249,9 @@ def test_changed_suite_is_refused_unless_overwrite(data, tmp_path, monkeypatch):
     fewer = run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False, overwrite=True)
     assert [r.status for r in fewer.cells] == ["reused"]
     assert json.loads((out / "suite.json").read_text())["cells"] == ["mvtec/synth_tile/1-shot/seed-1"]
+    assert (out / "mvtec/synth_tile/1-shot/seed-2/metrics.json").is_file()  # the larger suite's cell stays
+    rebuild_tables(out)  # from the folder: only the cells of the suite it now holds
+    assert json.loads((out / "benchmark.json").read_text())["cells"] == ["mvtec/synth_tile/1-shot/seed-1"]
 
 
 def test_markdown_flags_paper_protocol_and_coreset(data, tmp_path):

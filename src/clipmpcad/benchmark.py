@@ -430,6 +430,8 @@ def _folder_summary(out: Path) -> tuple[BenchmarkTable, tuple[str, ...], list[Pa
         )
     suite = out / "suite.json"
     order = {name: i for i, name in enumerate(read_json(suite).get("cells", []))} if suite.is_file() else {}
+    if order:  # the suite's own cells: a folder left by an earlier, larger suite is not one of them
+        found = [d for d in found if str(d.relative_to(out)) in order]
     found.sort(key=lambda d: (order.get(str(d.relative_to(out)), len(order)), str(d)))
     configs = [load_config(d / "config.json") for d in found]
     for run_dir, cfg in zip(found[1:], configs[1:], strict=True):

@@ -121,3 +121,18 @@ def test_train_test_on_a_corrupt_test_image_names_it_and_keeps_the_run(synthetic
     err = capsys.readouterr().err
     assert victim.name in err and "the trained run is saved in" in err
     assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_absolute_paths_cover_shot_lists_but_not_the_root_relative_folders(tmp_path, monkeypatch) -> None:
+    from clipmpcad.config import RunConfig
+
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "good").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = (
+        RunConfig()
+        .with_overrides({"data.root": ".", "data.options": [["normal_dir", "good"], ["shot_lists", "lists"]]})
+        .with_absolute_paths()
+    )
+    assert cfg.data.root == str(tmp_path.resolve())
+    assert dict(cfg.data.options) == {"normal_dir": "good", "shot_lists": str((tmp_path / "lists").resolve())}

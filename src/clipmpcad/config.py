@@ -201,6 +201,10 @@ class RunConfig:
         }
         if b.model.startswith(LOCAL_DIR):
             overrides["backbone.model"] = LOCAL_DIR + absolute(b.model.removeprefix(LOCAL_DIR))
+        options = dict(self.data.options)
+        if "shot_lists" in options:  # the other loader options are folders relative to the root
+            options["shot_lists"] = absolute(options["shot_lists"])
+            overrides["data.options"] = sorted(options.items())
         return self.with_overrides(overrides)
 
     @classmethod

@@ -291,7 +291,9 @@ def describe_record(record: dict[str, Any]) -> str:
     lines = [
         f"image AUROC {pct('image_auroc')}  AP {pct('image_ap')}  F1-max {pct('image_f1_max')}",
         f"pixel AUROC {pct('pixel_auroc')}  AP {pct('pixel_ap')}  F1-max {pct('pixel_f1_max')}  "
-        f"AUPRO {pct('pixel_aupro')}  (at {record.get('pixel_resolution') or '–'})",
+        f"AUPRO {pct('pixel_aupro')}  (at {record.get('pixel_resolution') or '–'})"
+        if record.get("pixel_metrics_at")
+        else "pixel metrics: none, the category has no masks (an MVTec-layout one: no ground_truth/ folder)",
         f"{record['n_test_images']} test images ({record['removed_from_test']} shots removed from the test split), "
         f"test {record['test_seconds']:.1f} s",
     ]

@@ -131,3 +131,9 @@ def test_empty_image_folder_is_a_data_error(bmad_root):
         p.unlink()
     with pytest.raises(DataError, match=r"good/img: image folder has no image files"):
         bmad.load_category(bmad_root, "Chest")
+
+
+def test_a_named_shot_list_folder_that_does_not_hold_the_set_is_an_error(bmad_root):
+    wrong = bmad_root / "fewshot_seed" / "Brain"  # the per-set folder instead of the one above it
+    with pytest.raises(DataError, match=r"fewshot_seed/Brain/Brain: no shot-list folder for Brain"):
+        bmad.load_category(bmad_root, "Brain", shot_lists=wrong)

@@ -129,3 +129,15 @@ def test_list_images_errors(folder_root):
     (folder_root / "void").mkdir()
     with pytest.raises(DataError, match=r"void: image folder has no image files"):
         list_images(folder_root / "void")
+
+
+def test_a_shot_leaves_evaluation_however_its_folder_is_spelled(folder_root):
+    (folder_root / "same_normals").symlink_to(folder_root / "normal")  # the pool's folder, by another name
+    layout = FolderLayout(
+        test_normal_dir=Path("same_normals"), test_abnormal_dir=Path("abnormal"), mask_dir=Path("masks")
+    )
+    data = load_category(folder_root, "part", layout)
+    shots = sample_shots(data, 2, seed=0)
+    remaining = evaluation_samples(data, shots)
+    assert shots.removed_from_test == 4 and len(remaining) == 3
+    assert not {s.image.resolve() for s in shots.normal} & {s.image.resolve() for s in remaining}

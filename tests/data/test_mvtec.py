@@ -119,3 +119,9 @@ def test_shared_busi_loads_as_medical(shared_data):
     normal_test = [s for s in data.test if s.label == NORMAL]
     assert (len(data.normal_pool), len(normal_test), len(data.abnormal_pool)) == (53, 80, 120)
     assert (data.domain, data.prompt_set, data.classname) == ("medical", "generic_medical", "breast ultrasound")
+
+
+def test_a_hidden_folder_in_test_is_not_a_defect_class(mvtec_root):
+    before = mvtec.load_category(mvtec_root, "bottle").test
+    (mvtec_root / "bottle" / "test" / ".ipynb_checkpoints").mkdir()
+    assert mvtec.load_category(mvtec_root, "bottle").test == before

@@ -64,6 +64,11 @@ def load_category(
     test = _split_dir(data_dir, ("test",))
     has_masks = known_masks if known_masks is not None else _has_mask_folder(valid, test)
     lists = Path(shot_lists or root / "fewshot_seed") / name
+    if shot_lists and not lists.is_dir():  # asked for by name: never a silent fall back to the sampler
+        raise DataError(
+            f"{lists}: no shot-list folder for {name}; shot_lists must name the folder that holds "
+            "<Name>/<k>-shot.txt (e.g. an MVFA checkout's dataset/fewshot_seed)"
+        )
     return CategoryData(
         dataset="bmad",
         category=name,

@@ -114,8 +114,14 @@ def shots_from_list(data: CategoryData, k: int, path: Path, iterate: int = 0, no
 
 def evaluation_samples(data: CategoryData, shots: Shots) -> tuple[Sample, ...]:
     """The test samples that are not shots: what metrics are computed on."""
-    used = {s.image for s in shots.normal + shots.abnormal}
-    return tuple(s for s in data.test if s.image not in used)
+    used = _files(shots.normal + shots.abnormal)
+    return tuple(s for s in data.test if s.image.resolve() not in used)
+
+
+def _files(samples: tuple[Sample, ...]) -> set[Path]:
+    """The images' files, resolved: a shot is the same file however its folder was spelled
+    (a symlink, `..`, a test folder option naming the shot pool's folder another way)."""
+    return {s.image.resolve() for s in samples}
 
 
 def shots_to_json(shots: Shots, data: CategoryData) -> dict:
@@ -195,8 +201,8 @@ def _named(names: list[str], pool: tuple[Sample, ...], k: int, path: Path, part:
 def _shots(
     data: CategoryData, k: int, seed: int | None, source: str, normal: tuple[Sample, ...], abnormal: tuple[Sample, ...]
 ) -> Shots:
-    used = {s.image for s in normal + abnormal}
-    removed = sum(1 for s in data.test if s.image in used)
+    used = _files(normal + abnormal)
+    removed = sum(1 for s in data.test if s.image.resolve() in used)
     return Shots(k, seed, source, normal, abnormal, removed)
 
 

@@ -79,7 +79,9 @@ def _normal(split: Path, names: tuple[str, ...]) -> tuple[Sample, ...]:
 
 def _defect_dirs(test: Path, normal_names: tuple[str, ...]) -> list[Path]:
     skip = {n.lower() for n in normal_names}
-    return sorted(p for p in test.iterdir() if p.is_dir() and p.name.lower() not in skip)
+    return sorted(
+        p for p in test.iterdir() if p.is_dir() and p.name.lower() not in skip and not p.name.startswith(".")
+    )  # hidden folders (.ipynb_checkpoints, ...) are not defect classes
 
 
 def _anomalous(defect_dir: Path, ground_truth: Path | None) -> tuple[Sample, ...]:

@@ -141,3 +141,9 @@ def test_a_shot_leaves_evaluation_however_its_folder_is_spelled(folder_root):
     remaining = evaluation_samples(data, shots)
     assert shots.removed_from_test == 4 and len(remaining) == 3
     assert not {s.image.resolve() for s in shots.normal} & {s.image.resolve() for s in remaining}
+
+
+def test_two_masks_of_one_stem_are_an_error_not_a_guess(folder_root, files):
+    files.mask(folder_root / "masks" / "a0.bmp")  # beside a0.png
+    with pytest.raises(DataError, match=r"masks: two masks for images named 'a0': a0\.bmp, a0\.png"):
+        load_category(folder_root, "part", FolderLayout(mask_dir=Path("masks")))

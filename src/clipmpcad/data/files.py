@@ -55,16 +55,22 @@ def index_masks(mask_dir: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """Map image stem → mask file for the masks in `mask_dir`, trying each suffix in order.
 
     A mask `007_mask.png` is indexed as `007` when "_mask" is among `suffixes`; the first
-    suffix that applies wins, so ("_mask", "") prefers `007_mask.png` over `007.png`.
+    suffix that applies wins, so ("_mask", "") prefers `007_mask.png` over `007.png`. Two masks
+    of one stem under the same suffix (`007.png`, `007.bmp`) are a DataError.
     """
     masks = list_image_files(mask_dir, what="mask")
     index: dict[str, Path] = {}
     for suffix in reversed(suffixes):  # earlier suffixes overwrite later ones: they win
+        level: dict[str, Path] = {}
         for mask in masks:
             stem = mask.stem
             if suffix and not stem.endswith(suffix):
                 continue
-            index[stem[: len(stem) - len(suffix)] if suffix else stem] = mask
+            key = stem[: len(stem) - len(suffix)] if suffix else stem
+            if key in level:  # 007.png and 007.bmp: which one is meant cannot be known
+                raise DataError(f"{mask_dir}: two masks for images named {key!r}: {level[key].name}, {mask.name}")
+            level[key] = mask
+        index.update(level)
     return index
 
 

@@ -102,3 +102,10 @@ def test_anomaly_without_mask_is_a_data_error(visa_root):
     csv.write_text(csv.read_text(encoding="utf-8-sig").replace(",candle/Data/Masks/Anomaly/001.png", ","))
     with pytest.raises(DataError, match=r"1 anomalous image\(s\) have no mask: 001\.JPG"):
         visa.load_category(visa_root, "candle")
+
+
+def test_an_image_listed_twice_is_a_data_error(visa_root):
+    with (visa_root / "split_csv" / "1cls.csv").open("a") as f:
+        f.write("candle,train,normal,candle/Data/Images/Normal/0000.JPG,\n")
+    with pytest.raises(DataError, match=r"1cls\.csv:\d+: image candle/Data/Images/Normal/0000\.JPG is already listed"):
+        visa.load_category(visa_root, "candle")

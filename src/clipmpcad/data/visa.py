@@ -77,12 +77,16 @@ def _read_rows(root: Path, split_file: str) -> list[dict[str, str]]:
         rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
     if not rows:
         raise DataError(f"{path}: split file has no rows")
+    first_line: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         if row["split"] not in ("train", "test") or row["label"] not in LABELS:
             raise DataError(
                 f"{path}:{line}: split must be train/test and label normal/anomaly, "
                 f"got {row['split']!r}, {row['label']!r}"
             )
+        if row["image"] in first_line:  # twice in a pool: it could be drawn as two shots, or scored twice
+            raise DataError(f"{path}:{line}: image {row['image']} is already listed on line {first_line[row['image']]}")
+        first_line[row["image"]] = line
     return rows
 
 

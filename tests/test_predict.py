@@ -87,6 +87,38 @@ def test_pil_path_and_tensor_inputs_give_the_same_predictions(predictor, brain_i
     assert by_path[0].path == brain_images[0] and by_batch[0].path is None
 
 
+def test_a_pil_image_is_read_as_its_file_alpha_depth_and_orientation_included(predictor, brain_images, tmp_path):
+    gray = np.asarray(Image.open(brain_images[-1]).convert("L"))
+    rgba = Image.open(brain_images[-1]).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, gray.shape[1]).astype(np.uint8), (gray.shape[0], 1))))
+    deep = Image.fromarray(gray.astype(np.uint16) * 16)  # 12 bits in a 16-bit file, as scanners store them
+    turned = Image.open(brain_images[-1]).convert("RGB").resize((64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    files = [tmp_path / "alpha.png", tmp_path / "deep.png", tmp_path / "turned.jpg"]
+    rgba.save(files[0])
+    deep.save(files[1])
+    turned.save(files[2], exif=exif, quality=95)
+    by_file = predictor.predict(files)
+    by_pil = predictor.predict([Image.open(f) for f in files])
+    np.testing.assert_allclose(_scores(by_pil), _scores(by_file), rtol=0, atol=1e-6)
+    assert by_pil[2].anomaly_map.shape == by_file[2].anomaly_map.shape == (64, 40)  # displayed upright
+
+
+def test_inputs_that_are_not_images_are_data_errors(predictor, brain_images):
+    with pytest.raises(DataError, match="no numpy arrays"):
+        predictor.predict(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match="input 0 is a NoneType"):
+        predictor.predict([None])
+    with pytest.raises(DataError, match="not a NoneType"):
+        predictor.predict(None)
+    with pytest.raises(DataError, match="no input images"):
+        predictor.predict([])
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
+        predictor.predict(brain_images[:1], batch_size=2.5)
+    assert len(predictor.predict(p for p in brain_images[:2])) == 2  # a generator, e.g. Path.glob's
+
+
 def test_results_do_not_depend_on_batch_size(predictor, brain_images, odd_images):
     inputs = brain_images + odd_images
     runs = [predictor.predict(inputs, batch_size=b, with_levels=True) for b in (1, 3, 16)]

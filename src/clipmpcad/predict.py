@@ -14,21 +14,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .atomic import staged_folder, write_bytes, write_text
 from .checkpoint import TrainedRun, load_run
 from .config import MAP_FORMATS
 from .data.dataset import image_to_tensor
-from .data.imageio import image_size, read_image
+from .data.imageio import image_size, read_image, to_rgb
 from .decoder import resize_maps
 from .errors import CheckpointError, ConfigError, DataError
 from .protocols import get_protocol
@@ -160,13 +160,14 @@ class Predictor:
             inputs: a PIL image, a path, a tensor (3, H, W) or (B, 3, H, W), or a list of these.
                 Tensors hold unnormalised RGB in [0, 1] at any H, W: they are rounded to 8 bits,
                 then resized and normalised as the run's images were (run.prep), so a tensor, a PIL
-                image and a file of the same picture score alike. PIL images are taken as they are
-                (.convert("RGB")); files are read by data.imageio (EXIF, 16-bit scaling, DICOM).
+                image and a file of the same picture score alike: files are read by data.imageio
+                (EXIF, 16-bit scaling, alpha on black, DICOM) and PIL images converted by its same
+                rules (imageio.to_rgb).
             with_levels: also return each level's zero-shot map (Prediction.level_maps).
             batch_size: images per forward pass (memory, not results); None: self.batch_size.
         """
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
         batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
@@ -260,23 +261,34 @@ def _test_calibration(run: TrainedRun) -> Calibration:
 
 
 def _as_list(inputs: Input | Sequence[Input]) -> list[Image.Image | torch.Tensor | Path]:
+    """The inputs one by one; anything but PIL images, paths and tensors is a DataError (a numpy
+    array above all: its channel order cannot be known), and so is nothing at all."""
     if isinstance(inputs, torch.Tensor):
-        return list(inputs) if inputs.ndim == 4 else [inputs]
-    if isinstance(inputs, (Image.Image, str, Path)):
-        inputs = [inputs]
-    items: list[Image.Image | torch.Tensor | Path] = []
-    for i, item in enumerate(inputs):
+        items = list(inputs) if inputs.ndim == 4 else [inputs]
+    elif isinstance(inputs, (Image.Image, str, Path)):
+        items = [inputs]
+    elif isinstance(inputs, np.ndarray):
+        raise DataError(
+            "predict takes no numpy arrays (their channel order is unknown): pass Image.fromarray(array) "
+            "for an 8-bit (H, W, 3) array, or a float tensor (3, H, W) in [0, 1]"
+        )
+    elif isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, bytearray)):
+        items = list(inputs)  # a list, a tuple, a generator such as Path.glob's
+    else:
+        raise DataError(f"predict takes a PIL image, a path, a tensor or a list of them, not a {type(inputs).__name__}")
+    if not items:
+        raise DataError("no input images to predict")
+    for i, item in enumerate(items):
         if not isinstance(item, (Image.Image, torch.Tensor, str, Path)):
-            raise TypeError(f"input {i} is a {type(item).__name__}; predict takes PIL images, paths or tensors")
-        items.append(Path(item) if isinstance(item, str) else item)
-    return items
+            raise DataError(f"input {i} is a {type(item).__name__}; predict takes PIL images, paths or tensors")
+    return [Path(item) if isinstance(item, str) else item for item in items]
 
 
 def _to_rgb(item: Image.Image | torch.Tensor | Path, index: int) -> Image.Image:
     if isinstance(item, Path):
         return read_image(item)
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
+    if isinstance(item, Image.Image):  # as a file of it would be read: EXIF, bit depth, alpha
+        return to_rgb(ImageOps.exif_transpose(item), _name(item, index))
     return tensor_to_image(item, f"input {index}")
 
 
@@ -291,6 +303,7 @@ def tensor_to_image(x: torch.Tensor, where: str) -> Image.Image:
     """(3, H, W) float RGB in [0, 1] → 8-bit RGB PIL image, rounded as an 8-bit file would store it."""
     if x.ndim != 3 or x.shape[0] != 3 or 0 in x.shape or not x.is_floating_point():
         raise DataError(f"{where}: expected a float tensor (3, H, W) of RGB in [0, 1], got {x.dtype} {tuple(x.shape)}")
+    x = x.detach()
     lo, hi = float(x.min()), float(x.max())
     if not (lo >= -1e-6 and hi <= 1.0 + 1e-6):  # also catches NaN
         raise DataError(

@@ -48,9 +48,15 @@ def read_image(path: str | Path) -> Image.Image:
         if values.dtype != np.uint8:
             values = _scale_to_uint8(values, path)
         return Image.fromarray(values).convert("RGB")
-    img = _open_decoded(path)
+    return to_rgb(_open_decoded(path), path)
+
+
+def to_rgb(img: Image.Image, source: str | Path = "image") -> Image.Image:
+    """A decoded, oriented image as 8-bit RGB by this module's rules (high bit depths scaled by
+    their own range, transparency composited on black): files, and PIL images given to predict,
+    alike. `source` names the image in errors."""
     if img.mode in _HIGH_DEPTH_MODES:
-        img = Image.fromarray(_scale_to_uint8(np.asarray(img), path))
+        img = Image.fromarray(_scale_to_uint8(np.asarray(img), Path(source)))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in _ALPHA_MODES:

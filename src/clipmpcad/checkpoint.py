@@ -21,7 +21,7 @@ from .memory_bank import MemoryBank
 from .model import ClipMPCAD
 from .protocols import get_protocol
 from .runs import load_torch, read_json, require_run_dir
-from .runtime import resolve_device
+from .runtime import configure_cpu, resolve_device
 from .scoring import Calibration
 
 CHECKPOINT_FORMAT = 1
@@ -102,6 +102,7 @@ def load_run(run_dir: str | Path, device: str | None = None, precision: str | No
         model.bank = MemoryBank.from_state(load_torch(run_dir / "bank.pt"))
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
+    configure_cpu()  # as training ran: a run scores alike in the process that trained it and in a fresh one
     backbone.store_products(torch_device, config.precision)
     if model.bank is not None:
         model.bank = model.bank.placed(torch_device, config.bank.precision, config.precision)

@@ -125,3 +125,19 @@ def test_a_hidden_folder_in_test_is_not_a_defect_class(mvtec_root):
     before = mvtec.load_category(mvtec_root, "bottle").test
     (mvtec_root / "bottle" / "test" / ".ipynb_checkpoints").mkdir()
     assert mvtec.load_category(mvtec_root, "bottle").test == before
+
+
+def test_split_folders_in_another_case_are_found(mvtec_root):
+    before = mvtec.load_category(mvtec_root, "bottle")
+    for name, other in (("train", "Train"), ("test", "TEST")):
+        (mvtec_root / "bottle" / name).rename(mvtec_root / "bottle" / other)
+    assert "bottle" in mvtec.list_categories(mvtec_root)
+    again = mvtec.load_category(mvtec_root, "bottle")
+    assert [s.image.name for s in again.test] == [s.image.name for s in before.test]
+    assert len(again.normal_pool) == len(before.normal_pool)
+
+
+def test_an_image_outside_the_class_folders_is_a_data_error(mvtec_root, files):
+    files.image(mvtec_root / "bottle" / "test" / "stray.png")
+    with pytest.raises(DataError, match=r"test: 1 image\(s\) lie outside its class folders \(stray\.png\)"):
+        mvtec.load_category(mvtec_root, "bottle")

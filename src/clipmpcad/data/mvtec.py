@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipmpcad.data.files import find_child, find_dir, list_image_files, masked_samples, show_names
+from clipmpcad.data.imageio import is_image_file
 from clipmpcad.data.naming import check_domain, industrial_names
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, CategoryData, Sample
 from clipmpcad.errors import DataError
@@ -32,7 +33,12 @@ def list_categories(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir())
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _split(p, "train") and _split(p, "test"))
+
+
+def _split(category: Path, name: str) -> Path | None:
+    """The category's `name` split folder, in any case (Train/, TEST/ from other tools)."""
+    return find_dir(category, name)
 
 
 def load_category(root: str | Path, category: str, dataset: str = "mvtec", domain: str = "industrial") -> CategoryData:
@@ -50,8 +56,10 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
     normal_names = NORMAL_FOLDERS[dataset]
     ground_truth = find_child(folder, "ground_truth")
     has_masks = ground_truth is not None and ground_truth.is_dir()
-    test = _normal(folder / "test", normal_names)
-    for defect_dir in _defect_dirs(folder / "test", normal_names):
+    test_dir, train_dir = _split(folder, "test"), _split(folder, "train")
+    assert test_dir is not None and train_dir is not None  # list_categories found both
+    test = _normal(test_dir, normal_names)
+    for defect_dir in _defect_dirs(test_dir, normal_names):
         test += _anomalous(defect_dir, ground_truth if has_masks else None)
     classname, prompt_set = industrial_names(dataset, category, check_domain(domain))
     return CategoryData(
@@ -61,7 +69,7 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
         domain=domain,
         classname=classname,
         has_masks=has_masks,
-        normal_pool=_normal(folder / "train", normal_names),
+        normal_pool=_normal(train_dir, normal_names),
         abnormal_pool=tuple(s for s in test if s.label == ANOMALOUS),
         test=test,
         abnormal_pool_is_test=True,
@@ -71,6 +79,12 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
 
 
 def _normal(split: Path, names: tuple[str, ...]) -> tuple[Sample, ...]:
+    loose = sorted(p.name for p in split.iterdir() if p.is_file() and is_image_file(p))
+    if loose:  # MVTec keeps every image in a class folder: these would be silently left out
+        raise DataError(
+            f"{split}: {len(loose)} image(s) lie outside its class folders ({show_names(loose)}); "
+            f"move them into {split.name}/{names[0]} or {split.name}/<defect>"
+        )
     good = find_dir(split, *names)
     if good is None:
         raise DataError(f"{split}: normal image folder not found (looked for {' or '.join(names)})")

@@ -185,3 +185,12 @@ def test_bad_dicom_is_a_data_error(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(b"\x00" * 10)
     with pytest.raises(DataError, match=r"bad\.dcm: not a readable DICOM"):
         read_image(tmp_path / "bad.dcm")
+
+
+def test_a_jpeg_mask_keeps_its_shape_despite_compression_halos(tmp_path):
+    box = np.zeros((60, 60), np.uint8)
+    box[20:40, 20:40] = 255  # 400 pixels
+    Image.fromarray(box).save(tmp_path / "m.jpg", quality=75)
+    assert (np.asarray(Image.open(tmp_path / "m.jpg")) > 0).sum() > 400  # the halo a > 0 cut would keep
+    mask = read_mask(tmp_path / "m.jpg")
+    assert abs(int(mask.sum()) - 400) <= 20 and mask[30, 30] and not mask[5, 5]

@@ -14,7 +14,8 @@ Decisions, so that every loader and `predict` see the same pixels:
   when present, MONOCHROME1 is inverted, then the range is scaled to 8 bits as above.
 - Masks are binarised as `value > 0`: gray levels for grayscale masks (0/1 and 0/255 alike),
   any channel for colour and palette masks (judged by the colours shown, not by palette
-  indices; luma would lose very dark colours). Alpha is ignored.
+  indices; luma would lose very dark colours). Alpha is ignored. JPEG masks are cut at half
+  their largest value instead: compression leaves faint nonzero halos around every edge.
 - Every failure (missing, not an image, truncated, corrupt) is a DataError naming the file.
   `image_size` reads headers only (used to check masks when a category loads); truncation
   shows only on a full decode, i.e. when `read_image` or `read_mask` reads the file.
@@ -30,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from clipmpcad.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")  # masks stored this way are thresholded at half their maximum
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -65,17 +67,21 @@ def to_rgb(img: Image.Image, source: str | Path = "image") -> Image.Image:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as a bool array (H, W): True where the grayscale value is > 0."""
+    """Read a mask file as a bool array (H, W): True where the grayscale value is > 0 (for a JPEG,
+    above half its largest value: its compression smears the edges into faint nonzero halos)."""
     path = Path(path)
     if path.suffix.lower() == ".dcm":
         values = _read_dicom_array(path)
         return (values.max(axis=-1) if values.ndim == 3 else values) > 0
     img = _open_decoded(path)
     if img.mode in _HIGH_DEPTH_MODES or img.mode == "1":
-        return np.asarray(img) > 0
-    if img.mode in ("L", "LA", "La"):
-        return np.asarray(img.convert("L")) > 0
-    return np.asarray(img.convert("RGB")).max(axis=-1) > 0  # colour: any channel, not luma
+        values = np.asarray(img)
+    elif img.mode in ("L", "LA", "La"):
+        values = np.asarray(img.convert("L"))
+    else:
+        values = np.asarray(img.convert("RGB")).max(axis=-1)  # colour: any channel, not luma
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    return values > (float(values.max()) / 2 if lossy else 0)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -137,3 +137,9 @@ def test_a_named_shot_list_folder_that_does_not_hold_the_set_is_an_error(bmad_ro
     wrong = bmad_root / "fewshot_seed" / "Brain"  # the per-set folder instead of the one above it
     with pytest.raises(DataError, match=r"fewshot_seed/Brain/Brain: no shot-list folder for Brain"):
         bmad.load_category(bmad_root, "Brain", shot_lists=wrong)
+
+
+def test_two_folders_of_one_set_are_an_error(bmad_root):
+    shutil.copytree(bmad_root / "Brain_AD", bmad_root / "BraTS2021_slice")  # the original release's name
+    with pytest.raises(DataError, match=r"two folders hold the BMAD set Brain: .*BraTS2021_slice and .*Brain_AD"):
+        bmad.list_categories(bmad_root)

@@ -94,7 +94,10 @@ def _category_folders(root: Path) -> dict[str, Path]:
         data_dir = _data_dir(child)
         if data_dir is not None:
             name = child.name.removesuffix("_AD")
-            found[SOURCE_NAMES.get(name, name)] = data_dir
+            name = SOURCE_NAMES.get(name, name)
+            if name in found:  # e.g. Brain_AD/ and BraTS2021_slice/: which one is meant cannot be known
+                raise DataError(f"{root}: two folders hold the BMAD set {name}: {found[name]} and {data_dir}")
+            found[name] = data_dir
     if not found:
         raise DataError(f"{root}: no BMAD category folders (<Name>_AD/ with test/ and valid/)")
     return found

@@ -295,3 +295,13 @@ def test_bad_suites_fail_before_any_work(data, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="write NAME=ROOT"):
         parse_dataset("bmad")
     assert parse_dataset("bmad=/d=x") == ("bmad", "/d=x")
+
+
+def test_auto_weights_compare_as_the_weights_they_stand_for():
+    from clipmpcad.benchmark import config_differences
+
+    auto = BASE.with_overrides({"backbone.weights": "auto"})  # the default since weights became "auto"
+    assert config_differences(BASE, auto) == {}  # the tiny model's auto is random: a suite resumes
+    openai = BASE.with_overrides({"backbone.model": "ViT-B-16", "backbone.weights": "openai"})
+    assert config_differences(openai, openai.with_overrides({"backbone.weights": "auto"})) == {}
+    assert "backbone.weights" in config_differences(openai, openai.with_overrides({"backbone.weights": "random"}))

@@ -33,7 +33,7 @@ from .protocols import RANDOM_WEIGHTS_NOTE, get_protocol
 from .protocols import TEST_SELECTED_NOTE as _TEST_SELECTED_NOTE
 from .report.tables import BenchmarkTable, benchmark_table, percent
 from .runs import read_json
-from .weights import is_random
+from .weights import concrete_weights, is_random
 
 SUITE_FORMAT = 1
 CELL_KEYS = ("data.dataset", "data.root", "data.category", "data.shot", "seed")
@@ -271,6 +271,7 @@ def _comparable(cfg: RunConfig, ignore: Sequence[str]) -> dict[str, Any]:
     flat = _flatten(cfg.to_dict())
     if flat.get("data.root"):
         flat["data.root"] = str(Path(flat["data.root"]).resolve())
+    flat["backbone.weights"] = concrete_weights(cfg.backbone.model, cfg.backbone.weights)  # "auto" is "openai", ...
     return {k: v for k, v in flat.items() if k not in ignore}
 
 

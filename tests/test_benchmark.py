@@ -305,3 +305,19 @@ def test_auto_weights_compare_as_the_weights_they_stand_for():
     openai = BASE.with_overrides({"backbone.model": "ViT-B-16", "backbone.weights": "openai"})
     assert config_differences(openai, openai.with_overrides({"backbone.weights": "auto"})) == {}
     assert "backbone.weights" in config_differences(openai, openai.with_overrides({"backbone.weights": "random"}))
+
+
+def test_a_missing_value_is_counted_and_named_not_averaged_away(data, tmp_path):
+    out = tmp_path / "suite"
+    run_benchmark(BASE, tile_spec(data), out, progress=False)
+    cell = out / "mvtec/synth_tile/1-shot/seed-2/metrics.json"
+    record = json.loads(cell.read_text())
+    kept = metrics_of(out, "mvtec", "synth_tile", 1, 1)["image_auroc"]
+    cell.write_text(json.dumps({**record, "image_auroc": None}))  # e.g. no anomalous test image left
+    rebuild_tables(out)
+    markdown = (out / "benchmark.md").read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| mvtec | synth_tile |"))
+    assert f"| 2 | {kept * 100:.2f} (n=1) |" in row  # the seeds column and the one value it rests on
+    assert "missing values, left out of the averages" in markdown
+    assert "mvtec/synth_tile 1-shot seed 2: image AUROC" in markdown
+    assert "F1-max: the best F1 over all thresholds, picked on the test set" in markdown

@@ -31,7 +31,7 @@ from .errors import ConfigError, DataError
 from .metrics.summary import RATIO_METRICS, RunResult
 from .protocols import RANDOM_WEIGHTS_NOTE, get_protocol
 from .protocols import TEST_SELECTED_NOTE as _TEST_SELECTED_NOTE
-from .report.tables import BenchmarkTable, benchmark_table, percent
+from .report.tables import LABELS, BenchmarkTable, benchmark_table, percent
 from .runs import read_json
 from .weights import concrete_weights, is_random
 
@@ -223,6 +223,15 @@ def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfi
     notes.append(
         "averages: over a dataset's categories, then over datasets; mean ± sample std (ddof=1) over seeds, in %"
     )
+    notes.append(
+        "F1-max: the best F1 over all thresholds, picked on the test set (separability, not an operating point)"
+    )
+    missing = missing_values(records)
+    if missing:
+        notes.append(
+            "**missing values, left out of the averages** (a value over fewer seeds than its row says "
+            f"so, e.g. (n=1); a group averages the seeds all its members have): {'; '.join(missing)}"
+        )
     if sizes:
         without = f" (no masks: {', '.join(no_masks)})" if no_masks else ""
         notes.append(
@@ -230,6 +239,22 @@ def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfi
             f"averages cover only the categories with masks{without}"
         )
     return tuple(notes)
+
+
+def missing_values(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Cells whose metric is None although it exists elsewhere in the suite (no anomalous test image
+    left, say); pixel metrics of a category without masks are absent by design, not missing."""
+    present = {m for r in records for m in RATIO_METRICS if r.get(m) is not None}
+    found = []
+    for r in records:
+        gaps = [
+            LABELS.get(m, m)
+            for m in RATIO_METRICS
+            if m in present and r.get(m) is None and not (m.startswith("pixel_") and r.get("pixel_resolution") is None)
+        ]
+        if gaps:
+            found.append(f"{r['dataset']}/{r['category']} {r['shot']}-shot seed {r['seed']}: {', '.join(gaps)}")
+    return found
 
 
 def write_tables(

@@ -189,12 +189,18 @@ def write_report(
         "<h2>Metrics</h2>",
         run_table(metrics).to_html(),
         "<p class='note'>F1-max and its threshold are chosen on the test set: a measure of "
-        "separability, not an operating point. The grid uses the calibrated thresholds.</p>",
+        "separability, not an operating point. "
+        + (
+            "This run was calibrated on its test set too (test-selected), so the grid's thresholds "
+            "are those F1-max thresholds.</p>"
+            if config.get("test_selected")
+            else "The grid uses the calibrated thresholds.</p>"
+        ),
         "<h2>ROC and precision–recall curves</h2>",
         _curves_html(curves),
         f"<h2>Test images: {len(shown)} of {total}, worst first</h2>",
         "<p class='note'>Left: image; right: anomaly map. Green: ground truth; red: predicted "
-        "mask at the calibrated pixel threshold. Red frame: wrong decision.</p>",
+        "mask at the run's pixel threshold (none drawn where it has none). Red frame: wrong decision.</p>",
         "<div class='grid'>",
         *(_case_html(case, THUMBNAIL, sigma) for case in shown),
         "</div><h2>Configuration</h2>",

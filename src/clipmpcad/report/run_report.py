@@ -23,17 +23,18 @@ if TYPE_CHECKING:  # import cycles: these modules import the report lazily
     from ..predict import Prediction
 
 
-def case_for(sample: Sample, image: np.ndarray, pred: Prediction, has_masks: bool) -> Case:
-    """One report case at the image's original size, from its prediction."""
+def case_for(sample: Sample, image: np.ndarray, pred: Prediction, has_masks: bool, outline: bool = True) -> Case:
+    """One report case at the image's original size, from its prediction; outline: draw the
+    predicted mask (not where the pixel threshold is only a placeholder)."""
     return Case(
-        name=pred.name,
+        name=f"{sample.defect}/{pred.name}",  # MVTec numbers each defect's images from 000: the class tells them apart
         image=image,
         amap=pred.anomaly_map,
         gt_mask=read_original_mask(sample) if has_masks else None,
         label=int(sample.label),
         score=pred.score,
         threshold=pred.threshold,
-        pixel_threshold=pred.pixel_threshold,
+        pixel_threshold=pred.pixel_threshold if outline else None,
         vmin=DISPLAY_RANGE[0],
         vmax=DISPLAY_RANGE[1],
     )
@@ -50,6 +51,8 @@ def write_run_report(
     from ..predict import Predictor  # local: predict imports the report's figures lazily
 
     cal = run.detector.calibration
+    # a test-set calibration without masks has no pixel threshold of its own (a 0.5 placeholder)
+    outline = run.meta.has_masks or cal.source != "test"
     wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
     chosen = [int(i) for i in np.argsort(-wrong, kind="stable")[:max_cases]]
     predictor = Predictor(run, None, None)  # the run's own thresholds
@@ -66,7 +69,7 @@ def write_run_report(
             pred = predictor.prediction(sample.image.name, float(result.scores[i]), amap, image.size, sample.image)
         else:
             image, pred = drawn[i]
-        cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks))
+        cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks, outline))
     title = (
         f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
     )

@@ -43,6 +43,12 @@ def percent_pm(value: MeanStd | None) -> str:
     return f"{percent(value.mean)} ± {percent(value.std)}"
 
 
+def _with_count(value: MeanStd | None, seeds: int) -> str:
+    """percent_pm, and the number of seeds behind it when a seed of the row lacks the value."""
+    text = percent_pm(value)
+    return text if value is None or value.n == seeds else f"{text} (n={value.n})"
+
+
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -115,8 +121,13 @@ class BenchmarkTable:
         return [row.dataset, row.category, str(row.shot), str(seeds)]
 
     def to_markdown(self) -> str:
+        """One row per SummaryRow; a value over fewer seeds than its row's says so: "(n=1)"."""
         header = ["dataset", "category", "shot", "seeds", *(LABELS.get(m, m) for m in self.metrics)]
-        rows = [self._key_cells(r) + [percent_pm(r.values[m]) for m in self.metrics] for r in self.rows]
+        rows = []
+        for r in self.rows:
+            keys = self._key_cells(r)
+            seeds = int(keys[-1])
+            rows.append(keys + [_with_count(r.values[m], seeds) for m in self.metrics])
         return _markdown(header, rows)
 
     def to_csv(self) -> str:

@@ -172,3 +172,15 @@ def test_heading_counts_every_test_image_not_only_the_drawn_ones(tmp_path):
     assert "<h2>Test images: 5 of 584, worst first</h2>" in path.read_text(encoding="utf-8")
     plain = write(tmp_path, {"protocol": "clean"}, max_cases=5).read_text(encoding="utf-8")
     assert "<h2>Test images: 5 of 9, worst first</h2>" in plain  # every test image passed: len(cases)
+
+
+@pytest.mark.parametrize(("n", "rough"), [(1, True), (3, True), (8, False)])
+def test_the_page_says_how_many_normal_images_the_thresholds_rest_on(tmp_path, n, rough):
+    cases, accumulator = make_cases()
+    metrics = {**accumulator.compute().to_dict(), "calibration": {"source": "reference", "n_reference": n}}
+    page = write_report(
+        tmp_path / "r.html", title="t", config={"protocol": "clean"}, metrics=metrics, curves={}, cases=cases
+    )
+    text = page.read_text(encoding="utf-8")
+    assert f"fitted on {n} normal support image" in text
+    assert ("the thresholds are rough" in text) == rough

@@ -76,3 +76,8 @@ def test_run_table_formats_percentages_and_flags_test_set_thresholds():
     assert json.loads(table.to_json()) == metrics
     rows = list(csv.reader(io.StringIO(table.to_csv())))
     assert rows[1] == ["image_auroc", "0.912345"] and rows[2] == ["pixel_aupro", ""]
+
+
+def test_run_table_shows_nested_entries_as_json_not_python_reprs():
+    rows = dict(run_table({"backbone": {"model": "m", "random": True}, "levels": [6, 12]}).rows())
+    assert rows == {"backbone": '{"model": "m", "random": true}', "levels": "[6, 12]"}

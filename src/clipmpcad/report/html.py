@@ -34,6 +34,7 @@ from .figures import (
 from .tables import run_table
 
 THUMBNAIL = 256  # longest side, in pixels, of grid images (never enlarged)
+REFERENCE_FEW = 4  # fewer normal reference images than this: the report calls the thresholds rough
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}
@@ -130,6 +131,16 @@ def _case_html(case: Case, thumbnail: int, sigma: float | None) -> str:
     return f"<figure{css}>{images}<figcaption>{caption}</figcaption></figure>"
 
 
+def _reference_note(metrics: Mapping[str, Any]) -> str:
+    """How many normal images a reference calibration rests on (a run record's calibration)."""
+    cal = metrics.get("calibration") or {}
+    n = cal.get("n_reference") if cal.get("source") == "reference" else None
+    if not n:
+        return ""
+    rough = ": with so few, the thresholds are rough (more normal shots steady them)" if n < REFERENCE_FEW else ""
+    return f" They were fitted on {n} normal support image{'s' if n > 1 else ''}, scored leave-one-out{rough}."
+
+
 def protocol_warning(config: Mapping[str, Any]) -> str | None:
     """Banner text when the protocol picks epochs or calibration on the test set, or when the
     backbone has random weights (config["backbone_info"]["random"])."""
@@ -194,7 +205,7 @@ def write_report(
             "This run was calibrated on its test set too (test-selected), so the grid's thresholds "
             "are those F1-max thresholds.</p>"
             if config.get("test_selected")
-            else "The grid uses the calibrated thresholds.</p>"
+            else f"The grid uses the calibrated thresholds.{_reference_note(metrics)}</p>"
         ),
         "<h2>ROC and precision–recall curves</h2>",
         _curves_html(curves),

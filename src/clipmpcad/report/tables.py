@@ -85,6 +85,8 @@ class RunTable:
             elif isinstance(value, float):
                 note = " (chosen on the test set)" if key.endswith("f1_threshold") else ""
                 out.append((key + note, f"{value:.6g}"))
+            elif isinstance(value, Mapping | list | tuple):  # a run record's nested entries (backbone, levels)
+                out.append((key, json.dumps(value, ensure_ascii=False, default=str)))
             else:
                 out.append((key, str(value)))
         return out

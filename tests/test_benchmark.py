@@ -124,7 +124,10 @@ def test_table_is_the_paper_average_of_the_metrics_files(suite):
             pytest.approx(statistics.mean(m["synth_tile", s]["image_auroc"] for s in (1, 2))),
             2,
         )
-    assert len(suite.table.rows) == 2 * (3 + 2 + 1)  # per shot: categories, dataset averages, overall
+    # per shot: categories, dataset averages, the medical and industrial averages, overall
+    assert len(suite.table.rows) == 2 * (3 + 2 + 2 + 1)
+    medical = row(suite.table, "medical", "average", 1).values["image_auroc"]
+    assert medical == row(suite.table, "bmad", "average", 1).values["image_auroc"]  # bmad is the one medical set
 
 
 def test_three_files_and_suite_record(suite):
@@ -267,7 +270,15 @@ def test_markdown_flags_paper_protocol_and_coreset(data, tmp_path):
     assert TEST_SELECTED_NOTE in markdown and RANDOM_NOTE in markdown
     assert "APPROXIMATE — greedy coreset keeps 50% of the bank tokens (bank.coreset = 0.5)" in markdown
     assert "protocol: paper" in markdown and result.cells[0].record["test_selected"] is True
-    assert [r.dataset for r in result.table.rows] == ["mvtec", "mvtec", "bmad", "bmad", "all"]  # plan order
+    assert [r.dataset for r in result.table.rows] == [  # plan order, then the domains
+        "mvtec",
+        "mvtec",
+        "bmad",
+        "bmad",
+        "industrial",
+        "medical",
+        "all",
+    ]
     assert summarize_folder(tmp_path) == result.table
 
 

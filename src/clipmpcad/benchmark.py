@@ -184,7 +184,9 @@ def summarize_records(
 ) -> tuple[BenchmarkTable, tuple[str, ...]]:
     """The table of the cells' metrics records, and the notes that must stand above it."""
     results = [
-        RunResult(r["dataset"], r["category"], r["shot"], r["seed"], {m: r.get(m) for m in RATIO_METRICS})
+        RunResult(
+            r["dataset"], r["category"], r["shot"], r["seed"], {m: r.get(m) for m in RATIO_METRICS}, r.get("domain")
+        )
         for r in records
     ]
     return benchmark_table(results), suite_notes(records, configs)

@@ -44,7 +44,9 @@ def run_demo(
         run_dir = out / "runs" / s.category
         record = evaluate_run(train_model(cfg, run_dir, overwrite=overwrite, progress=progress), progress=progress)
         header = header or describe_header(record)
-        results.append(RunResult(record["dataset"], record["category"], record["shot"], record["seed"], record))
+        results.append(
+            RunResult(record["dataset"], record["category"], record["shot"], record["seed"], record, record["domain"])
+        )
         if progress:
             print(f"{s.dataset}/{s.category}: report in {run_dir / 'report.html'}", flush=True)
     table = benchmark_table(results, metrics=("image_auroc", "pixel_auroc", "pixel_aupro")).to_markdown()

@@ -89,3 +89,25 @@ def test_shots_are_kept_apart_and_partial_seeds_use_the_shared_ones():
 def test_a_cell_given_twice_is_refused():
     with pytest.raises(DataError, match="two results for mvtec/bottle shot 4 seed 0"):
         summarize([result("mvtec", "bottle", 0, 0.9), result("mvtec", "bottle", 0, 0.8)])
+
+
+def test_a_suite_of_both_domains_averages_each_apart_before_the_whole():
+    def r(dataset, category, image, domain):
+        return RunResult(dataset, category, 4, 0, {"image_auroc": image}, domain)
+
+    results = [
+        r("bmad", "Brain", 0.9, "medical"),
+        r("bmad", "Liver", 0.7, "medical"),
+        r("mvtec", "bottle", 1.0, "industrial"),
+        r("mpdd", "bracket", 0.6, "industrial"),
+    ]
+    rows = summarize(results, metrics=("image_auroc",))
+    means = {(x.level, x.dataset): x.values["image_auroc"].mean for x in rows if x.level in ("domain", "overall")}
+    assert means == {
+        ("domain", "medical"): pytest.approx(0.8),  # bmad's average: one medical dataset
+        ("domain", "industrial"): pytest.approx(0.8),  # (1.0 + 0.6) / 2 over the two industrial datasets
+        ("overall", "all"): pytest.approx((0.8 + 1.0 + 0.6) / 3),
+    }
+    assert [x.level for x in rows][-3:] == ["domain", "domain", "overall"]
+    one_domain = summarize([x for x in results if x.domain == "industrial"], metrics=("image_auroc",))
+    assert "domain" not in {x.level for x in one_domain}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from .config import BackboneConfig
+from .config import BackboneConfig, brings_own_weights
 from .errors import ConfigError
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
@@ -173,7 +173,7 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
     """
     register_model_configs()
     model = cfg.model
-    model_cfg = {} if model.startswith(("local-dir:", "hf-hub:")) else model_config(model)
+    model_cfg = {} if brings_own_weights(model) else model_config(model)
     source = resolve_weights(model, cfg.weights, allow_download=cfg.download, cache_dir=cfg.cache_dir)
     if cfg.quick_gelu is not None:
         quick_gelu = cfg.quick_gelu

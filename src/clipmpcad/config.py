@@ -13,6 +13,13 @@ from typing import Any
 from .errors import ConfigError
 
 LOCAL_DIR = "local-dir:"  # a model given as a folder with open_clip_config.json and its weights
+HF_HUB = "hf-hub:"  # a model on the Hugging Face hub; like LOCAL_DIR, it brings its own weights
+
+
+def brings_own_weights(model: str) -> bool:
+    """A local-dir: or hf-hub: model: OpenCLIP reads its architecture and weights itself."""
+    return model.startswith((LOCAL_DIR, HF_HUB))
+
 
 SHOTS = (1, 2, 4, 8, 16)
 SHOT_SOURCES = ("auto", "list", "sample")
@@ -183,28 +190,36 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))
 
+    def named_paths(self) -> dict[str, str]:
+        """Every setting that may name a file or folder, by dotted key, unset ones left out: the
+        folder of a local-dir: model without its prefix, and under "data.options" the BMAD loader's
+        shot_lists (its other options are folders relative to the root)."""
+        b = self.backbone
+        named = {
+            "data.root": self.data.root,
+            "data.shot_file": self.data.shot_file,
+            "prompts.prompt_set": self.prompts.prompt_set,  # a package set's name is not a file
+            "backbone.weights": b.weights,
+            "backbone.cache_dir": b.cache_dir,
+            "backbone.model": b.model.removeprefix(LOCAL_DIR) if b.model.startswith(LOCAL_DIR) else None,
+            "data.options": dict(self.data.options).get("shot_lists"),
+        }
+        return {key: value for key, value in named.items() if value}
+
     def with_absolute_paths(self) -> RunConfig:
         """Every file or folder this config names that exists here, made absolute (against the
         working folder), so that a run and its config.json work from any folder."""
 
-        def absolute(value: str | None) -> str | None:
-            path = Path(value).expanduser() if value else None
-            return str(path.resolve()) if path is not None and path.exists() else value
+        def absolute(value: str) -> str:
+            path = Path(value).expanduser()
+            return str(path.resolve()) if path.exists() else value
 
-        b = self.backbone
-        overrides = {
-            "data.root": absolute(self.data.root) or "",
-            "data.shot_file": absolute(self.data.shot_file),
-            "prompts.prompt_set": absolute(self.prompts.prompt_set),  # a package set's name is not a file
-            "backbone.weights": absolute(b.weights),
-            "backbone.cache_dir": absolute(b.cache_dir),
-        }
-        if b.model.startswith(LOCAL_DIR):
-            overrides["backbone.model"] = LOCAL_DIR + absolute(b.model.removeprefix(LOCAL_DIR))
-        options = dict(self.data.options)
-        if "shot_lists" in options:  # the other loader options are folders relative to the root
-            options["shot_lists"] = absolute(options["shot_lists"])
-            overrides["data.options"] = sorted(options.items())
+        overrides: dict[str, Any] = {key: absolute(value) for key, value in self.named_paths().items()}
+        if "backbone.model" in overrides:
+            overrides["backbone.model"] = LOCAL_DIR + overrides["backbone.model"]
+        if "data.options" in overrides:
+            lists = overrides["data.options"]
+            overrides["data.options"] = sorted({**dict(self.data.options), "shot_lists": lists}.items())
         return self.with_overrides(overrides)
 
     @classmethod

@@ -19,7 +19,7 @@ import torch
 from .atomic import write_json, write_text
 from .backbone import Backbone, load_backbone
 from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
-from .config import LOCAL_DIR, RunConfig
+from .config import RunConfig
 from .data import CategoryData, load_category
 from .data.dataset import load_batch
 from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
@@ -205,11 +205,7 @@ def _train_on_category(cfg: RunConfig, item: str) -> tuple[str, str, str]:
 
 def run_inputs(cfg: RunConfig, train_on: Sequence[str] = ()) -> list[Path]:
     """The files and folders a run reads (--overwrite must never replace a folder holding one)."""
-    b = cfg.backbone
-    named = [cfg.data.root, cfg.data.shot_file, cfg.prompts.prompt_set, b.weights, b.cache_dir]
-    if b.model.startswith(LOCAL_DIR):
-        named.append(b.model.removeprefix(LOCAL_DIR))
-    named += [_train_on_category(cfg, item)[1] for item in train_on]
+    named = [*cfg.named_paths().values(), *(_train_on_category(cfg, item)[1] for item in train_on)]
     return [Path(name) for name in named if name and Path(name).exists()]
 
 
@@ -245,8 +241,9 @@ def train_seeds(
     train_on: Sequence[str] | None = None,
 ) -> str:
     """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary."""
+    inputs = run_inputs(cfg, train_on or ())
     for seed in seeds:
-        check_new_run_dir(out / f"seed-{seed}", overwrite, run_inputs(cfg, train_on or ()))
+        check_new_run_dir(out / f"seed-{seed}", overwrite, inputs)
     results = []
     for seed in seeds:
         # the trained run as it is (no second backbone load), and no reference kept to it: one

@@ -107,9 +107,11 @@ class MemoryBank:
         """
         bank, groups = self.tokens[branch][level], self.groups[branch][level]  # (M, D), (M,)
         b, n, _ = query.shape
-        q = F.normalize(query.float(), dim=-1).to(bank.dtype).flatten(0, 1)  # (B·N, D), in the bank's precision
-        excluded = None if exclude is None else excluded_rows(groups, exclude, n)
         on_cpu = bank.device.type == "cpu"
+        q = F.normalize(query.float(), dim=-1).to(bank.dtype).flatten(0, 1)  # (B·N, D), in the bank's precision
+        if on_cpu:
+            q = q.float()  # CPU products of bf16 rows run in fp32 (similarity_tile): widened once here
+        excluded = None if exclude is None else excluded_rows(groups, exclude, n)
         rows = query_block or (CPU_TILE if on_cpu else q.shape[0])
         cols = min(block_size, CPU_TILE) if on_cpu else block_size
         rows, cols = min(rows, q.shape[0]), min(cols, bank.shape[0])
@@ -117,8 +119,6 @@ class MemoryBank:
         best = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)  # (B·N,)
         for r in range(0, q.shape[0], rows):
             q_tile, best_tile = q[r : r + rows], best[r : r + rows]
-            if on_cpu:
-                q_tile = q_tile.float()  # CPU products of bf16 rows: in fp32 (similarity_tile)
             for c in range(0, bank.shape[0], cols):
                 block = bank[c : c + cols]  # (m, D)
                 sims = buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block))

@@ -166,8 +166,7 @@ class Predictor:
             with_levels: also return each level's zero-shot map (Prediction.level_maps).
             batch_size: images per forward pass (memory, not results); None: self.batch_size.
         """
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
         batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
@@ -391,8 +390,13 @@ def check_options(save_maps: str | None, save_levels: bool, sigma: float | None,
         raise ConfigError("saving level maps needs a map format: give save_maps (--save-maps npy or png16)")
     if sigma is not None and not sigma >= 0:
         raise ConfigError(f"sigma must be ≥ 0, got {sigma}")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    check_batch_size(batch_size)
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """None (the predictor's) or an integer ≥ 1; else a ConfigError."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
 
 
 def write_outputs(

@@ -15,7 +15,7 @@ import torch
 from open_clip.model import _build_text_tower, _build_vision_tower  # stable across open-clip 3.x
 from torch import nn
 
-from .config import BackboneConfig
+from .config import BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError
 from .runtime import fixed_torch_seed
 from .weights import WeightsSource, concrete_weights, read_state_dict
@@ -32,7 +32,7 @@ def build_towers(
     model_cfg: OpenCLIP's architecture of `model` (model_config; unused for local-dir: and hf-hub:,
     whose config OpenCLIP reads itself); it is not modified.
     """
-    if model.startswith(("local-dir:", "hf-hub:")):
+    if brings_own_weights(model):
         return _from_open_clip(model, cfg, quick_gelu, with_text)
     vision_cfg = {**model_cfg["vision_cfg"], "image_size": cfg.image_size}
     embed_dim = model_cfg["embed_dim"]

@@ -13,12 +13,11 @@ from pathlib import Path
 import open_clip
 import torch
 
-from .config import LOCAL_DIR
+from .config import HF_HUB, LOCAL_DIR, brings_own_weights
 from .errors import CheckpointError, ConfigError, load_failure
 
 RANDOM = "random"  # the weights value for a randomly initialised backbone
 AUTO = "auto"  # the weights value for "the model's usual weights" (concrete_weights)
-HF_HUB = "hf-hub:"  # like LOCAL_DIR, a model prefix whose weights come with the model
 SOURCE_KINDS = ("random", "file", "torchscript", "local-dir", "hf-hub")
 _TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -36,7 +35,7 @@ class WeightsSource:
 def is_random(model: str, weights: str | None) -> bool:
     """No pretrained weights: `model` starts from random ones (`random`, none given, or "auto"
     for a model without pretrained weights); a local-dir: or hf-hub: model brings its own."""
-    if model.startswith((LOCAL_DIR, HF_HUB)):
+    if brings_own_weights(model):
         return False
     return concrete_weights(model, weights) in (None, RANDOM)
 
@@ -47,7 +46,7 @@ def concrete_weights(model: str, weights: str | None) -> str | None:
     package's tiny test models); any other model must be told which of its tags to use."""
     if weights != AUTO:
         return weights
-    if model.startswith((LOCAL_DIR, HF_HUB)):
+    if brings_own_weights(model):
         return None
     tags = open_clip.list_pretrained_tags_by_model(model)
     if "openai" in tags:
@@ -70,7 +69,7 @@ def resolve_weights(
         if not allow_download:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cached files only, no network
         return WeightsSource("hf-hub", None, quick_gelu=False, label=model)
-    if is_random(model, weights):
+    if weights in (None, RANDOM):  # concrete already; local-dir: and hf-hub: are handled above
         return WeightsSource("random", None, quick_gelu=False, label=RANDOM)
     path = Path(weights).expanduser()
     if path.is_file():

@@ -26,6 +26,7 @@ from clipmpcad.errors import DataError
 
 NORMAL_FOLDERS = {"mvtec": ("good",), "mpdd": ("good",), "btad": ("ok", "good")}
 MASK_SUFFIXES = ("_mask", "")
+NO_CATEGORY = "(no folder with train/ and test/)"  # why a root lists no category
 
 
 def list_categories(root: str | Path) -> list[str]:
@@ -33,12 +34,8 @@ def list_categories(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _split(p, "train") and _split(p, "test"))
-
-
-def _split(category: Path, name: str) -> Path | None:
-    """The category's `name` split folder, in any case (Train/, TEST/ from other tools)."""
-    return find_dir(category, name)
+    # split folders in any case (Train/, TEST/ from other tools), as find_dir matches them
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and find_dir(p, "train") and find_dir(p, "test"))
 
 
 def load_category(root: str | Path, category: str, dataset: str = "mvtec", domain: str = "industrial") -> CategoryData:
@@ -49,14 +46,13 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
     categories = list_categories(root)
     if category not in categories:
         raise DataError(
-            f"{root}: no {dataset} category {category!r}; found: "
-            f"{', '.join(categories) or 'none (no folder with train/ and test/)'}"
+            f"{root}: no {dataset} category {category!r}; found: {', '.join(categories) or 'none ' + NO_CATEGORY}"
         )
     folder = root / category
     normal_names = NORMAL_FOLDERS[dataset]
     ground_truth = find_child(folder, "ground_truth")
     has_masks = ground_truth is not None and ground_truth.is_dir()
-    test_dir, train_dir = _split(folder, "test"), _split(folder, "train")
+    test_dir, train_dir = find_dir(folder, "test"), find_dir(folder, "train")
     assert test_dir is not None and train_dir is not None  # list_categories found both
     test = _normal(test_dir, normal_names)
     for defect_dir in _defect_dirs(test_dir, normal_names):

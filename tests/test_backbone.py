@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from fractions import Fraction
 
 import open_clip
 import pytest
@@ -96,6 +97,10 @@ def test_default_levels() -> None:
     assert default_levels(24) == (6, 12, 18, 24)
     assert default_levels(12) == (3, 6, 9, 12)
     assert default_levels(4) == (1, 2, 3, 4)
+    for depth in range(1, 41):  # depth·q/4 with halves rounded up, against exact fractions
+        want = {max(1, int(Fraction(depth * q, 4) + Fraction(1, 2))) for q in (1, 2, 3, 4)}
+        assert default_levels(depth) == tuple(sorted(want)), depth
+    assert default_levels(6) == (2, 3, 5, 6) and default_levels(10) == (3, 5, 8, 10)
     with pytest.raises(ConfigError, match=r"go past the 4 blocks"):
         load_backbone(BackboneConfig(model=TINY, weights="random", image_size=64, levels=(2, 5)))
 

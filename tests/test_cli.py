@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 
 import pytest
 from PIL import Image
@@ -164,6 +165,14 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     assert [r["name"] for r in rows] == [p.stem for p in images] or len(rows) == 3
     assert all(r["anomalous"] in ("True", "False", "true", "false", "1", "0") for r in rows)
     assert len(list(preds.glob("*_overlay.png"))) == 3
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(images[0], folder / "scan.png")
+    (folder / "notes.txt").write_text("seen on Monday")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(folder), "--out", str(tmp_path / "preds2"), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()  # the package's warnings are one line, like its errors
+    assert err == [f"clipmpcad: warning: {folder}: left out 1 file(s) of no supported image format (notes.txt)"]
 
 
 def test_mvfa_baseline_linear_adapter_and_base_prompts(synthetic_benchmark, tmp_path) -> None:

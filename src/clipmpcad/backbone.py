@@ -61,8 +61,10 @@ class BackboneInfo:
 
 
 def default_levels(depth: int) -> tuple[int, ...]:
-    """The four blocks at depth·{1/4, 2/4, 3/4, 1}: 6/12/18/24 for a 24-block ViT (METHOD §2)."""
-    return tuple(sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
+    """The four blocks at depth·{1/4, 2/4, 3/4, 1}: 6/12/18/24 for a 24-block ViT (METHOD §2).
+    Halves round up (depth 6 → 2/3/5/6, depth 10 → 3/5/8/10), never to the even neighbour as
+    Python's round does; fewer than four blocks give one level each."""
+    return tuple(sorted({max(1, (depth * q + 2) // 4) for q in (1, 2, 3, 4)}))
 
 
 class Backbone(nn.Module):

@@ -115,9 +115,12 @@ def parse_dataset(text: str) -> tuple[str, str]:
     return name, root
 
 
-def plan(spec: SuiteSpec) -> list[Cell]:
-    """The suite's cells: dataset, category, shot, seed order. Unknown names fail here."""
-    found = {name: list_categories(name, root) for name, root in spec.datasets}  # the registry's errors
+def plan(spec: SuiteSpec, options: Mapping[str, Any] | None = None) -> list[Cell]:
+    """The suite's cells: dataset, category, shot, seed order. Unknown names fail here.
+
+    options: the loader options the cells run with (RunConfig.data.options); those that decide a
+    dataset's categories (VisA's split_file) decide them here too."""
+    found = {name: list_categories(name, root, **(options or {})) for name, root in spec.datasets}
     if spec.categories is not None:
         missing = [c for c in spec.categories if not any(c in names for names in found.values())]
         if missing:
@@ -158,7 +161,7 @@ def run_benchmark(
     """
     out = Path(out)
     _check(base.data.shot_file is None, "a benchmark picks the shots of each cell; unset data.shot_file")
-    cells = plan(spec)
+    cells = plan(spec, dict(base.data.options))
     configs = [base.with_overrides(cell.overrides()) for cell in cells]
     _check_suite_folder(out, base, spec, cells, overwrite)
     actions = [_action(cell.run_dir(out), cfg, overwrite) for cell, cfg in zip(cells, configs, strict=True)]

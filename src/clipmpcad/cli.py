@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = partial(_show_warning, warnings.showwarning)
+            return handler(args)
     except ClipMPCADError as error:
         print(f"clipmpcad: error: {error}", file=sys.stderr)
         return 2
@@ -43,6 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 1
+
+
+_PACKAGE = Path(__file__).parent
+
+
+def _show_warning(fallback: Callable[..., None], message, category, filename, lineno, file=None, line=None) -> None:
+    """The package's own warnings as one line, like its errors; others as `fallback` shows them."""
+    if Path(filename).is_relative_to(_PACKAGE):
+        print(f"clipmpcad: warning: {message}", file=sys.stderr)
+    else:
+        fallback(message, category, filename, lineno, file, line)
 
 
 class OneLineParser(argparse.ArgumentParser):

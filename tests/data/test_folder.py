@@ -111,8 +111,13 @@ def test_list_images_file_folder_recursive_and_glob(folder_root, files):
     files.image(folder_root / "normal" / "deeper" / "z.png")
     (folder_root / "normal" / "readme.txt").write_text("not an image")
     (folder_root / "normal" / ".hidden.png").write_bytes(b"")
-    assert [p.name for p in list_images(folder_root / "normal")] == [f"n{i}.png" for i in range(4)]
-    assert len(list_images(folder_root / "normal", recursive=True)) == 5
+    (folder_root / "normal" / "Thumbs.db").write_bytes(b"")
+    files.image(folder_root / "normal" / ".ipynb_checkpoints" / "n0-checkpoint.png")
+    left_out = r"normal: left out 1 file\(s\) of no supported image format \(readme\.txt\)"
+    with pytest.warns(UserWarning, match=left_out + r" and 1 sub-folder\(s\), which are not searched \(deeper/\)$"):
+        assert [p.name for p in list_images(folder_root / "normal")] == [f"n{i}.png" for i in range(4)]
+    with pytest.warns(UserWarning, match=left_out + "$"):  # hidden folders are not searched either
+        assert len(list_images(folder_root / "normal", recursive=True)) == 5
     assert list_images(folder_root / "normal" / "n1.png") == [folder_root / "normal" / "n1.png"]
     assert [p.name for p in list_images(str(folder_root / "*" / "a*.jpg"))] == ["a0.jpg", "a1.jpg", "a2.jpg"]
     assert len(list_images(str(folder_root / "**" / "*.png"))) == 7  # normal 4+1, masks 2
@@ -127,7 +132,10 @@ def test_list_images_errors(folder_root):
     with pytest.raises(DataError, match=r"\*\.gif: pattern matched no image files"):
         list_images(str(folder_root / "*.gif"))
     (folder_root / "void").mkdir()
-    with pytest.raises(DataError, match=r"void: image folder has no image files"):
+    with pytest.raises(DataError, match=r"void: image folder has no image files \([^)]*\)$"):
+        list_images(folder_root / "void")
+    (folder_root / "void" / "scan.gif").write_bytes(b"GIF89a")
+    with pytest.raises(DataError, match=r"void: image folder has no image files \(.*\); it holds scan\.gif$"):
         list_images(folder_root / "void")
 
 

@@ -74,6 +74,13 @@ def test_anomalous_image_without_its_mask_is_a_data_error(mvtec_root):
         mvtec.load_category(mvtec_root, "bottle")
 
 
+def test_a_mask_without_its_image_is_named_in_a_warning(mvtec_root):
+    (mvtec_root / "bottle" / "test" / "broken" / "2.png").unlink()
+    with pytest.warns(UserWarning, match=r"broken: 1 mask\(s\) have no image .* not used: 2_mask\.png$"):
+        data = mvtec.load_category(mvtec_root, "bottle")
+    assert sorted(s.image.name for s in data.abnormal_pool) == ["1.png", "10.png"]
+
+
 def test_missing_defect_mask_folder_is_a_data_error(mvtec_root):
     shutil.rmtree(mvtec_root / "bottle" / "ground_truth" / "broken")
     with pytest.raises(DataError, match=r"ground_truth/broken: mask folder not found .* 1\.png"):

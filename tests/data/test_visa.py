@@ -109,3 +109,16 @@ def test_an_image_listed_twice_is_a_data_error(visa_root):
         f.write("candle,train,normal,candle/Data/Images/Normal/0000.JPG,\n")
     with pytest.raises(DataError, match=r"1cls\.csv:\d+: image candle/Data/Images/Normal/0000\.JPG is already listed"):
         visa.load_category(visa_root, "candle")
+
+
+def test_categories_follow_the_split_file_a_run_loads_with(visa_root):
+    from clipmpcad.benchmark import SuiteSpec, plan
+    from clipmpcad.data import list_categories
+
+    rows = (visa_root / "split_csv" / "1cls.csv").read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    (visa_root / "split_csv" / "gum.csv").write_text("".join(r for r in rows if not r.startswith("candle")))
+    assert list_categories("visa", visa_root) == ["candle", "chewinggum"]
+    assert list_categories("visa", visa_root, split_file="split_csv/gum.csv", domain="industrial") == ["chewinggum"]
+    spec = SuiteSpec(datasets=(("visa", str(visa_root)),), shots=(1,), seeds=(1,))
+    assert [c.category for c in plan(spec, {"split_file": "split_csv/gum.csv"})] == ["chewinggum"]
+    assert [c.category for c in plan(spec)] == ["candle", "chewinggum"]

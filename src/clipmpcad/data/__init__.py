@@ -46,6 +46,7 @@ class DatasetSpec:
     list_categories: Callable[[Path], list[str]]  # root → category names
     description: str
     options: tuple[str, ...]  # keyword options `load` accepts
+    listing_options: tuple[str, ...] = ()  # those of them that `list_categories` takes too
 
 
 _MVTEC_DESCRIPTIONS = {
@@ -70,6 +71,7 @@ DATASETS: dict[str, DatasetSpec] = {
         visa.list_categories,
         "VisA with its split CSV (split_csv/1cls.csv)",
         ("split_file", "domain"),
+        ("split_file",),
     ),
     "folder": DatasetSpec(
         folder.load_category,
@@ -93,9 +95,11 @@ def load_category(dataset: str, root: str | Path, category: str, /, **options: A
     return data
 
 
-def list_categories(dataset: str, root: str | Path) -> list[str]:
-    """Category names of a registered dataset found under `root`."""
-    return _spec(dataset).list_categories(Path(root))
+def list_categories(dataset: str, root: str | Path, /, **options: Any) -> list[str]:
+    """Category names of a registered dataset found under `root`; of `options` (those a run
+    loads with), the ones that decide the categories are used (VisA's split_file)."""
+    spec = _spec(dataset)
+    return spec.list_categories(Path(root), **{k: v for k, v in options.items() if k in spec.listing_options})
 
 
 def _spec(dataset: str) -> DatasetSpec:

@@ -6,6 +6,7 @@ image `007.png` gets the mask whose stem, less an accepted suffix, is `007`.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,15 +19,36 @@ _SHOW = 8  # names shown in an error before "… and N more"
 
 
 def list_image_files(folder: Path, *, recursive: bool = False, what: str = "image") -> list[Path]:
-    """Image files of `folder`, sorted by path; a missing or empty folder is a DataError."""
+    """Image files of `folder`, sorted by path; a missing or empty folder is a DataError.
+
+    Hidden files and folders are passed over (and everything under a hidden folder); anything
+    else left out (files of other formats, sub-folders when not recursive) is named in a warning.
+    """
     if not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "not found"
         raise DataError(f"{folder}: {what} folder {problem}")
-    entries = folder.rglob("*") if recursive else folder.iterdir()
+    entries = [p for p in (folder.rglob("*") if recursive else folder.iterdir()) if not _hidden(p, folder)]
     files = sorted(p for p in entries if p.is_file() and is_image_file(p))
+    others = sorted(p.relative_to(folder).as_posix() for p in entries if p.is_file() and not is_image_file(p))
+    others = [name for name in others if Path(name).name.lower() not in _SYSTEM_FILES]
     if not files:
-        raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        found = f"; it holds {show_names(others)}" if others else ""
+        raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)}){found}")
+    folders = [] if recursive else sorted(p.name + "/" for p in entries if p.is_dir())
+    left_out = [f"{len(others)} file(s) of no supported image format ({show_names(others)})"] if others else []
+    if folders:
+        left_out.append(f"{len(folders)} sub-folder(s), which are not searched ({show_names(folders)})")
+    if left_out:
+        warnings.warn(f"{folder}: left out {' and '.join(left_out)}", stacklevel=2)
     return files
+
+
+_SYSTEM_FILES = {"thumbs.db", "desktop.ini"}  # written by file browsers, never data
+
+
+def _hidden(path: Path, folder: Path) -> bool:
+    """A dot-name at or above `path` below `folder` (.DS_Store, .ipynb_checkpoints/...)."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
 def find_child(folder: Path, name: str) -> Path | None:
@@ -47,7 +69,15 @@ def find_dir(folder: Path, *names: str) -> Path | None:
 
 def masked_samples(images: Sequence[Path], mask_dir: Path, suffixes: Sequence[str], defect: str) -> tuple[Sample, ...]:
     """Anomalous samples of `images`, each with its mask from `mask_dir` (paired by stem, `suffixes` tried in order)."""
-    masks = pair_masks(images, index_masks(mask_dir, suffixes), mask_dir)
+    index = index_masks(mask_dir, suffixes)
+    masks = pair_masks(images, index, mask_dir)
+    unpaired = sorted({p.name for p in index.values()} - {p.name for p in masks})
+    if unpaired:  # their images are missing: the test set is smaller than the masks say
+        warnings.warn(
+            f"{mask_dir}: {len(unpaired)} mask(s) have no image of the same stem in {images[0].parent}, "
+            f"so they are not used: {show_names(unpaired)}",
+            stacklevel=2,
+        )
     return tuple(Sample(image=p, label=ANOMALOUS, mask=m, defect=defect) for p, m in zip(images, masks, strict=True))
 
 

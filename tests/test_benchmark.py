@@ -332,3 +332,12 @@ def test_a_missing_value_is_counted_and_named_not_averaged_away(data, tmp_path):
     assert "missing values, left out of the averages" in markdown
     assert "mvtec/synth_tile 1-shot seed 2: image AUROC" in markdown
     assert "F1-max: the best F1 over all thresholds, picked on the test set" in markdown
+
+
+def test_categories_run_with_different_seeds_are_named():
+    from clipmpcad.benchmark import uneven_seeds
+
+    cell = lambda category, seed, shot=1: {"dataset": "bmad", "category": category, "shot": shot, "seed": seed}  # noqa: E731
+    even = [cell(c, s) for c in ("a", "b") for s in (1, 2)] + [cell("a", 5, shot=4)]
+    assert uneven_seeds(even) == []
+    assert uneven_seeds([*even, cell("c", 3)]) == ["bmad 1-shot: seeds a 1 2, b 1 2, c 3"]

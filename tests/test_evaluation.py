@@ -9,12 +9,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from scipy import ndimage
 
 from clipmpcad.checkpoint import load_run
 from clipmpcad.config import EvalConfig
-from clipmpcad.data.dataset import Batch
+from clipmpcad.data.dataset import Batch, mask_to_tensor
 from clipmpcad.data.fewshot import evaluation_samples, read_shots
 from clipmpcad.data.imageio import read_image
+from clipmpcad.data.sample import ANOMALOUS, NORMAL, Sample
 from clipmpcad.evaluation import WorstMaps, evaluate, score_batches
 from clipmpcad.experiment import load_data, train_run
 from clipmpcad.metrics import wrongness
@@ -84,3 +87,19 @@ def test_kept_maps_are_what_scoring_the_images_again_draws(synthetic_benchmark, 
         assert kept.anomaly_map.shape == again.anomaly_map.shape == image.size[::-1]
         np.testing.assert_allclose(kept.anomaly_map, again.anomaly_map, rtol=1e-5, atol=1e-5)
         assert kept.score == pytest.approx(again.score, abs=1e-5)
+    # thin scratches on large images: at the model's size AUPRO counts each as the one region it
+    # is at full size, not as the pieces the resize leaves of it
+    scratch = np.zeros((512, 512), dtype=bool)
+    for x in range(40, 470):
+        scratch[60 + x // 3 : 64 + x // 3, x] = True  # 4 pixels thick
+    Image.fromarray(scratch.astype(np.uint8) * 255).save(tmp_path / "scratch_mask.png")
+    mine = []
+    for i in range(3):
+        Image.fromarray(np.full((512, 512, 3), 60 * i, np.uint8)).save(tmp_path / f"scratch{i}.png")
+        mine.append(Sample(tmp_path / f"scratch{i}.png", ANOMALOUS if i else NORMAL, tmp_path / "scratch_mask.png"))
+    mine[0] = Sample(mine[0].image, NORMAL)
+    size = run.prep.image_size
+    pieces = ndimage.label(mask_to_tensor(scratch, size)[0].numpy() > 0, structure=np.ones((3, 3)))[1]
+    assert pieces > 2
+    metrics = evaluate(run.detector, mine, run.prep, evaluation, progress=False).metrics
+    assert metrics.n_regions == 2 and metrics.n_anomalous_pixels == 2 * (mask_to_tensor(scratch, size) > 0).sum()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +318,16 @@ def test_the_pixel_quantile_table_follows_upper_quantile(rng):
     for fpr in rng.uniform(0.0005, 0.3, size=20):  # between levels: at most fpr, within one step
         share = (pixels >= cal.pixel_threshold_for(fpr)).mean()
         assert fpr - 0.0011 <= share <= fpr
+
+
+def test_a_target_finer_than_the_reference_scores_says_so(rng):
+    scores = rng.normal(size=11)  # one shot's 11 views
+    cal = Calibration("reference", {}, 0.0, 0.0, 1, tuple(scores), (0.0,))
+    with pytest.warns(UserWarning, match=r"11 reference scores cannot resolve .* 5\.0% \(the finest is 9\.1%\)"):
+        assert cal.threshold_for(0.05) == np.nextafter(scores.max(), np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (scores >= cal.threshold_for(0.1)).sum() == 1  # 1/11 is resolved: no warning
 
 
 def test_calibrations_without_reference_tables_load_but_cannot_move():

@@ -237,6 +237,12 @@ def suite_notes(records: Sequence[Mapping[str, Any]], configs: Sequence[RunConfi
             "**missing values, left out of the averages** (a value over fewer seeds than its row says "
             f"so, e.g. (n=1); a group averages the seeds all its members have): {'; '.join(missing)}"
         )
+    uneven = uneven_seeds(records)
+    if uneven:
+        notes.append(
+            "**categories run with different seeds**: a group averages only the seeds all its members have "
+            f'("–" where they share none): {"; ".join(uneven)}'
+        )
     if sizes:
         without = f" (no masks: {', '.join(no_masks)})" if no_masks else ""
         notes.append(
@@ -259,6 +265,19 @@ def missing_values(records: Sequence[Mapping[str, Any]]) -> list[str]:
         ]
         if gaps:
             found.append(f"{r['dataset']}/{r['category']} {r['shot']}-shot seed {r['seed']}: {', '.join(gaps)}")
+    return found
+
+
+def uneven_seeds(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Datasets (per shot) whose categories were not all run with the same seeds."""
+    seeds: dict[tuple, dict[str, set[int]]] = {}
+    for r in records:
+        seeds.setdefault((r["dataset"], r["shot"]), {}).setdefault(r["category"], set()).add(r["seed"])
+    found = []
+    for (dataset, shot), per_category in seeds.items():
+        if len({frozenset(s) for s in per_category.values()}) > 1:
+            listed = ", ".join(f"{c} {' '.join(map(str, sorted(s)))}" for c, s in per_category.items())
+            found.append(f"{dataset} {shot}-shot: seeds {listed}")
     return found
 
 

@@ -21,6 +21,7 @@ from .scoring import (
     Scale,
     branch_maps,
     fuse,
+    image_threshold,
     quantile_table,
     smooth,
     upper_quantile,
@@ -151,7 +152,7 @@ def calibrate_on_reference(
     return Calibration(
         source="reference",
         scales=scales,
-        image_threshold=upper_quantile(images, image_fpr),
+        image_threshold=image_threshold(images, image_fpr),
         pixel_threshold=upper_quantile(pixels, pixel_fpr),
         n_reference=int(np.unique(normals.groups.numpy()).size),
         reference_scores=tuple(float(s) for s in images),  # other FPR targets at predict time

@@ -1,7 +1,9 @@
 """Runs a detector over a split in batches into the streaming metric accumulator (METHOD §11).
 
 Images load in DataLoader workers while the model runs; pixel metrics are computed at the
-model's input size, or at each mask's original size on request (the MVTec evaluation's rule).
+model's input size, or at each mask's original size on request (the MVTec evaluation's rule). At
+the model's size AUPRO's regions are the mask's 8-connected regions at its original size, resized
+with it: a thin defect the resize breaks into pieces still counts as one region.
 """
 
 from __future__ import annotations
@@ -84,14 +86,16 @@ def batches(
     workers: int | None,
     device: torch.device | None = None,
     original_masks: bool = False,
+    regions: bool = False,
 ) -> Iterator[Batch]:
     """Batches of a split in order; worker processes decode while the model computes.
 
     original_masks: batches also carry each mask at its image's own size (Batch.original_masks).
+    regions: batches also carry each mask's region ids at the model's size (Batch.regions).
     """
     if workers is None:
         workers = default_workers(device or torch.device("cpu"))
-    dataset = SampleDataset(samples, prep.image_size, prep.normalize, prep.mean, prep.std, original_masks)
+    dataset = SampleDataset(samples, prep.image_size, prep.normalize, prep.mean, prep.std, original_masks, regions)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -195,7 +199,10 @@ def evaluate(
     bar = tqdm(total=len(samples), desc="test", unit="img", disable=not progress, leave=False)
     original = detector.has_masks and cfg.pixel_resolution == "original"
     batch_size = cfg.batch_for(detector.device.type)
-    loader = batches(samples, prep, batch_size, cfg.workers, detector.device, original_masks=original)
+    at_model_size = detector.has_masks and not original  # ground truth as regions labelled at full size
+    loader = batches(
+        samples, prep, batch_size, cfg.workers, detector.device, original_masks=original, regions=at_model_size
+    )
     seen = 0
     for batch, host in score_batches(detector, loader, with_maps=detector.has_masks or worst is not None):
         labels = batch.labels.numpy()
@@ -211,7 +218,7 @@ def evaluate(
             ]
             acc.add(host.image_scores, labels, maps, list(batch.original_masks))
         else:
-            acc.add(host.image_scores, labels, host.maps, batch.masks[:, 0].numpy())
+            acc.add(host.image_scores, labels, host.maps, None, batch.regions[:, 0].numpy())
         bar.update(len(labels))
     bar.close()
     done = acc.finish()

@@ -102,7 +102,7 @@ class Calibration:
     def threshold_for(self, image_fpr: float) -> float:
         """The image threshold for another false-positive target on the reference scores (exact)."""
         _check_fpr(image_fpr, "image", self.source, bool(self.reference_scores))
-        return upper_quantile(np.asarray(self.reference_scores), image_fpr)
+        return image_threshold(np.asarray(self.reference_scores), image_fpr)
 
     def pixel_threshold_for(self, pixel_fpr: float) -> float:
         """The pixel threshold for another target, from the quantile table: exact where 1 − fpr is a
@@ -181,6 +181,19 @@ class RangeTracker:
                     stacklevel=2,
                 )
         return {name: Scale(self.lo[name], self.hi[name]) for name in self.lo}
+
+
+def image_threshold(reference_scores: np.ndarray, fpr: float) -> float:
+    """upper_quantile of the reference image scores, with a warning where they are too few to
+    resolve `fpr` (the threshold then sits just above the highest of them)."""
+    n = len(reference_scores)
+    if fpr * n < 1:
+        warnings.warn(
+            f"{n} reference scores cannot resolve an image false-positive target of {fpr:.1%} (the finest is "
+            f"{1 / n:.1%}): the image threshold is just above the highest reference score",
+            stacklevel=3,
+        )
+    return upper_quantile(reference_scores, fpr)
 
 
 def upper_quantile(values: np.ndarray, fpr: float) -> float:

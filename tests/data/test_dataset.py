@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from clipmpcad.data.dataset import (
@@ -14,7 +15,9 @@ from clipmpcad.data.dataset import (
     SampleDataset,
     collate,
     load_batch,
+    mask_to_tensor,
     read_original_mask,
+    regions_to_tensor,
 )
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, Sample
 from clipmpcad.errors import DataError
@@ -88,3 +91,29 @@ def test_original_mask_keeps_the_image_resolution(tmp_path, files):
     assert mask.shape == (10, 40) and mask.sum() == 2 and mask[2, 5] and mask[2, 6]
     empty = read_original_mask(Sample(tmp_path / "o.png", NORMAL))
     assert empty.shape == (10, 40) and not empty.any()
+
+
+def test_regions_are_labelled_at_full_size_and_keep_the_masks_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    for h, w, size in ((128, 223, 240), (664, 671, 96), (13, 700, 64)):  # sizes where rounding is delicate
+        mask = rng.random((h, w)) < 0.2
+        regions = regions_to_tensor(mask, size)
+        assert regions.shape == (1, size, size) and regions.dtype == torch.int32
+        assert torch.equal(regions > 0, mask_to_tensor(mask, size) > 0)  # the very pixels of the mask
+    scratch = np.zeros((1024, 1024), dtype=bool)  # one 2-pixel-thick scratch at a slope of 1/3
+    for x in range(100, 900):
+        scratch[100 + x // 3 : 102 + x // 3, x] = True
+    blob = scratch.copy()
+    blob[50:90, 700:760] = True  # and a blob apart from it
+    ids = regions_to_tensor(blob, 240)
+    assert sorted(ids.unique().tolist()) == [0, 1, 2]  # two regions, as at full size
+    small = mask_to_tensor(scratch, 240)[0].numpy() > 0
+    assert ndimage.label(small, structure=np.ones((3, 3)))[1] > 10  # labelled after the resize it breaks up
+    image = Image.fromarray(np.zeros((1024, 1024), np.uint8))
+    image.save(tmp_path / "s.png")
+    Image.fromarray(blob.astype(np.uint8) * 255).save(tmp_path / "s_mask.png")
+    samples = [Sample(tmp_path / "s.png", ANOMALOUS, tmp_path / "s_mask.png"), Sample(tmp_path / "s.png", NORMAL)]
+    batch = collate([SampleDataset(samples, 240, regions=True)[i] for i in range(2)])
+    assert batch.regions.shape == (2, 1, 240, 240) and torch.equal(batch.regions[0], ids)
+    assert not batch.regions[1].any() and torch.equal(batch.regions > 0, batch.masks > 0)
+    assert collate([SampleDataset(samples, 240)[0]]).regions is None  # only on request

@@ -12,12 +12,13 @@ from clipmpcad.errors import ConfigError
 from clipmpcad.metrics import MetricsAccumulator, label_regions
 
 
-def brute_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
-    """The MVTec definition, slowly: one curve point per distinct score, trapezoid to the limit."""
-    regions = []  # boolean (B,H,W) masks, one per 8-connected region of each image
+def brute_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, ids: np.ndarray | None = None) -> float:
+    """The MVTec definition, slowly: one curve point per distinct score, trapezoid to the limit.
+    ids: (B,H,W) region ids given per image (> 0 on masks); None: 8-connected regions."""
+    regions = []  # boolean (B,H,W) masks, one per region of each image
     for b in range(len(masks)):
-        labels, n = ndimage.label(masks[b], structure=np.ones((3, 3)))
-        for k in range(1, n + 1):
+        labels = ndimage.label(masks[b], structure=np.ones((3, 3)))[0] if ids is None else ids[b]
+        for k in np.unique(labels[labels > 0]):
             region = np.zeros(masks.shape, dtype=bool)
             region[b] = labels == k
             regions.append(region)
@@ -116,3 +117,23 @@ def test_limit_outside_unit_interval_is_refused():
     accumulator = MetricsAccumulator(pixel_metrics=True)
     with pytest.raises(ConfigError, match="fpr_limit must be in"):
         accumulator.compute(fpr_limit=0.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_given_regions_are_the_regions_whatever_their_shape(seed):
+    """Region ids given in place of masks (as at the model size: labelled on the original mask):
+    each id of an image is one region, connected or not; equal ids in two images are two."""
+    rng = np.random.default_rng(seed)
+    maps, masks = blobs(rng, 9, 14, 15, quantise=2)
+    labels = ndimage.label(masks, structure=np.zeros((3, 3, 3), dtype=bool) | np.ones((1, 3, 3), dtype=bool))[0]
+    merged = np.where(labels > 0, rng.integers(1, 3, labels.max() + 1)[labels], 0)  # ids 1 and 2 in every image
+    accumulator = MetricsAccumulator(pixel_metrics=True)
+    for part in (slice(0, 4), slice(4, 9)):  # two batches: ids are per image, not per batch
+        accumulator.add(maps[part].max(axis=(1, 2)), masks[part].any(axis=(1, 2)), maps[part], None, merged[part])
+    metrics = accumulator.compute()
+    assert metrics.n_regions == sum(len(np.unique(m[m > 0])) for m in merged)
+    assert metrics.pixel_aupro == pytest.approx(brute_aupro(maps, masks, ids=merged), abs=1e-12)
+    assert metrics.pixel_aupro != pytest.approx(brute_aupro(maps, masks), abs=1e-6)  # not masks' own regions
+    accumulator = MetricsAccumulator(pixel_metrics=True)  # masks' own regions given as ids: the same numbers
+    accumulator.add(maps.max(axis=(1, 2)), masks.any(axis=(1, 2)), maps, None, labels)
+    assert accumulator.compute().pixel_aupro == pytest.approx(aupro(maps, masks), abs=1e-12)

@@ -4,7 +4,9 @@ Image: bicubic resize to a square S×S (as MVFA), to float (3, S, S) in [0, 1], 
 `normalize` is set, CLIP's mean/std (the `clean` protocol; `paper` feeds unnormalised images).
 Mask: read, checked to have its image's size, nearest-neighbour resize to S×S (as MVFA; no
 bilinear blur to re-threshold), float (1, S, S) in {0, 1}. Normal or maskless samples get zeros.
-Pixel metrics at the original resolution use `read_original_mask` instead.
+Pixel metrics at the original resolution use `read_original_mask` instead; at S×S they use the
+mask's 8-connected regions labelled at its own size and resized alike (`regions_to_tensor`), so a
+thin defect stays one AUPRO region however the resize breaks it up.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from clipmpcad.data.files import mask_size_message
 from clipmpcad.data.imageio import image_size, read_image, read_mask
 from clipmpcad.data.sample import Sample
 from clipmpcad.errors import DataError
+from clipmpcad.metrics.aupro import label_regions
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -36,6 +39,7 @@ class Item:
     label: int  # NORMAL (0) or ANOMALOUS (1)
     index: int  # position in the Dataset's sample list
     original_mask: np.ndarray | None = None  # (H, W) bool at the image's own size, on request
+    regions: torch.Tensor | None = None  # (1, S, S) int32 region ids (regions_to_tensor), on request
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Batch:
     labels: torch.Tensor  # (B,) int64
     indices: torch.Tensor  # (B,) int64
     original_masks: tuple[np.ndarray, ...] | None = None  # B (H_i, W_i) bool masks, on request
+    regions: torch.Tensor | None = None  # (B, 1, S, S) int32 region ids of the masks, on request
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device` (original masks stay numpy arrays)."""
@@ -59,7 +64,8 @@ class Batch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """`fn` applied to every tensor field; the original masks are kept as they are."""
-        return Batch(*(fn(t) for t in (self.images, self.masks, self.labels, self.indices)), self.original_masks)
+        tensors = (fn(t) for t in (self.images, self.masks, self.labels, self.indices))
+        return Batch(*tensors, self.original_masks, None if self.regions is None else fn(self.regions))
 
 
 def image_to_tensor(
@@ -85,6 +91,15 @@ def mask_to_tensor(mask: np.ndarray, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(resized) > 127).float().unsqueeze(0)  # (1, S, S)
 
 
+def regions_to_tensor(mask: np.ndarray, image_size: int) -> torch.Tensor:
+    """Bool mask (H, W) → (1, S, S) int32: the ids of its 8-connected regions, labelled at the
+    mask's own size and resized as `mask_to_tensor` resizes the mask (the same pixels are kept:
+    ids > 0 equal its mask). A region that no kept pixel samples is gone from the S×S grid."""
+    labels = label_regions(mask[None])[0][0]  # (H, W) int32, 0 background
+    resized = Image.fromarray(labels).resize((image_size, image_size), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.array(resized, dtype=np.int32)).unsqueeze(0)
+
+
 def read_original_mask(sample: Sample) -> np.ndarray:
     """Mask (H, W) bool at the image's own resolution; all False for maskless samples."""
     width, height = image_size(sample.image)
@@ -106,6 +121,7 @@ class SampleDataset(Dataset):
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         original_masks: bool = False,
+        regions: bool = False,
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -114,6 +130,7 @@ class SampleDataset(Dataset):
         self.normalize = normalize
         self.mean, self.std = tuple(mean), tuple(std)
         self.original_masks = original_masks  # also the mask at the image's own size (pixel metrics there)
+        self.regions = regions  # also the mask's region ids at S×S (pixel metrics there)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -132,7 +149,12 @@ class SampleDataset(Dataset):
         original = None
         if self.original_masks:
             original = mask if mask is not None else np.zeros((image.size[1], image.size[0]), dtype=bool)
-        return Item(image=x, mask=m, label=int(sample.label), index=index, original_mask=original)
+        regions = None
+        if self.regions:
+            regions = torch.zeros(1, *m.shape[1:], dtype=torch.int32)
+            if mask is not None:
+                regions = regions_to_tensor(mask, self.image_size)
+        return Item(x, m, int(sample.label), index, original, regions)
 
 
 def collate(items: Sequence[Item]) -> Batch:
@@ -143,6 +165,7 @@ def collate(items: Sequence[Item]) -> Batch:
         labels=torch.tensor([it.label for it in items], dtype=torch.long),
         indices=torch.tensor([it.index for it in items], dtype=torch.long),
         original_masks=None if items[0].original_mask is None else tuple(it.original_mask for it in items),
+        regions=None if items[0].regions is None else torch.stack([it.regions for it in items]),
     )
 
 

@@ -43,7 +43,7 @@ class Metrics:
     n_anomalous: int
     n_pixels: int  # 0 without pixel metrics
     n_anomalous_pixels: int
-    n_regions: int  # 8-connected ground-truth regions (AUPRO)
+    n_regions: int  # ground-truth regions (AUPRO): 8-connected, or as given to add(regions=)
     pixel_resolution: str | None  # "HxW" when all maps share one size, "mixed" otherwise
 
     def to_dict(self) -> dict[str, float | int | str | None]:
@@ -76,30 +76,40 @@ class PreparedBatch:
     pixels: list[tuple[PixelBatch, tuple[int, int]]]
 
 
-def _prepare_same_size(maps: np.ndarray, masks: np.ndarray | None, b: int) -> tuple[PixelBatch, tuple[int, int]]:
-    """maps (B,H,W), masks (B,H,W) or None."""
+def _prepare_same_size(
+    maps: np.ndarray, masks: np.ndarray | None, b: int, regions: np.ndarray | None = None
+) -> tuple[PixelBatch, tuple[int, int]]:
+    """maps (B,H,W), masks (B,H,W) or None, regions (B,H,W) integer ids in place of masks or None."""
     if maps.ndim != 3 or len(maps) != b:
         raise DataError(f"maps must have shape (B={b},H,W) or be a list of {b} (H,W) maps, got {maps.shape}")
-    if masks is not None and masks.shape != maps.shape:
+    truth_name, truth = ("regions", regions) if regions is not None else ("mask", masks)
+    if truth is not None and truth.shape != maps.shape:
         raise DataError(
-            f"mask shape {masks.shape} differs from map shape {maps.shape}: "
+            f"{truth_name} shape {truth.shape} differs from map shape {maps.shape}: "
             "resize the maps to the masks (or the masks to the maps) before add()"
         )
     maps = maps.astype(np.float32, copy=False)
     if not np.isfinite(maps).all():
         raise DataError("anomaly maps contain NaN or infinity: check the model's output")
+    if regions is not None:
+        if not np.issubdtype(regions.dtype, np.integer) or regions.min(initial=0) < 0:
+            raise DataError(f"regions must be non-negative integer ids (0 background), got {regions.dtype}")
+        return prepare_pixels(maps, regions > 0, regions), maps.shape[1:]
     truth = np.zeros(maps.shape, dtype=bool) if masks is None else masks > 0.5
     return prepare_pixels(maps, truth), maps.shape[1:]
 
 
 def _prepare_pixels(
-    maps: ArrayOrList | None, masks: ArrayOrList | None, b: int
+    maps: ArrayOrList | None, masks: ArrayOrList | None, b: int, regions: np.ndarray | None = None
 ) -> list[tuple[PixelBatch, tuple[int, int]]]:
     """A batch's pixels ready to store: one prepared part per map size (a list of maps of any sizes)."""
     if maps is None:
         raise DataError("pixel_metrics=True but add() got no maps: pass (B,H,W) anomaly maps")
+    if regions is not None and (masks is not None or isinstance(maps, list | tuple)):
+        raise DataError("add() takes regions in place of masks, with one (B,H,W) array of maps")
     if not isinstance(maps, list | tuple):  # one (B,H,W) array (or CPU tensor)
-        return [_prepare_same_size(np.asarray(maps), None if masks is None else np.asarray(masks), b)]
+        as_array = lambda a: None if a is None else np.asarray(a)  # noqa: E731
+        return [_prepare_same_size(np.asarray(maps), as_array(masks), b, as_array(regions))]
     masks = [None] * len(maps) if masks is None else masks
     if len(maps) != b or len(masks) != b:
         raise DataError(f"a batch of {b} images came with {len(maps)} maps, {len(masks)} masks")
@@ -130,6 +140,7 @@ class MetricsAccumulator:
         labels: np.ndarray,
         maps: ArrayOrList | None = None,
         masks: ArrayOrList | None = None,
+        regions: np.ndarray | None = None,
     ) -> None:
         """Add one batch.
 
@@ -140,8 +151,12 @@ class MetricsAccumulator:
                 pixel_metrics is False; stored as float32.
             masks: (B,H,W) or a list of B (H_i,W_i) ground truth (> 0.5 is anomalous); None, for
                 the batch or for one image, means no anomalous pixel there (normal images).
+            regions: (B,H,W) integer ground truth in place of masks: 0 background, each id of an
+                image one AUPRO region (e.g. regions labelled at the mask's original size and
+                resized with it, so that resizing does not split them); None: masks' 8-connected
+                regions.
         """
-        self.commit(self.prepare(image_scores, labels, maps, masks))
+        self.commit(self.prepare(image_scores, labels, maps, masks, regions))
 
     def prepare(
         self,
@@ -149,6 +164,7 @@ class MetricsAccumulator:
         labels: np.ndarray,
         maps: ArrayOrList | None = None,
         masks: ArrayOrList | None = None,
+        regions: np.ndarray | None = None,
     ) -> PreparedBatch:
         """add()'s checks and costly work, touching no state: batches may be prepared in parallel
         threads (numpy and scipy release the GIL there) and then committed in order."""
@@ -160,7 +176,7 @@ class MetricsAccumulator:
             raise DataError("image scores contain NaN or infinity: check the model's output")
         if not np.isin(labels, (0, 1)).all():
             raise DataError(f"labels must be 0 (normal) or 1 (anomalous), got {np.unique(labels)}")
-        pixels = _prepare_pixels(maps, masks, len(scores)) if self.pixel_metrics else []
+        pixels = _prepare_pixels(maps, masks, len(scores), regions) if self.pixel_metrics else []
         return PreparedBatch(scores, labels.astype(np.uint8), pixels)
 
     def commit(self, batch: PreparedBatch) -> None:

@@ -54,13 +54,28 @@ class PixelBatch:
     sizes: np.ndarray  # (R,) int64 region sizes, in local id order
 
 
-def prepare_pixels(maps: np.ndarray, masks: np.ndarray) -> PixelBatch:
+def prepare_pixels(maps: np.ndarray, masks: np.ndarray, regions: np.ndarray | None = None) -> PixelBatch:
     """The costly part of storing a batch, free of any store state, so batches can be prepared in
-    parallel: (B,H,W) float32 finite scores and (B,H,W) bool ground truth."""
-    labels, sizes = label_regions(masks)  # (B,H,W) int32, (R,)
+    parallel: (B,H,W) float32 finite scores and (B,H,W) bool ground truth.
+
+    regions: (B,H,W) integer region ids that are > 0 exactly on `masks`, each id of an image one
+    AUPRO region; None: the 8-connected regions of `masks`."""
+    if regions is None:
+        labels, sizes = label_regions(masks)  # (B,H,W) int32, (R,)
+        region = (labels[masks] - 1).astype(np.uint64)  # local ids from 0
+    else:
+        region, sizes = _numbered_regions(regions, masks)
     keys = float32_to_key(maps[masks]).astype(np.uint64) << np.uint64(32)
-    region = (labels[masks] - 1).astype(np.uint64)  # local ids from 0
     return PixelBatch(maps[~masks], keys | region, sizes)
+
+
+def _numbered_regions(regions: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image region ids → (N1,) uint64 ids 0..R−1 of the ground-truth pixels across the batch
+    (one id per region of each image) and the (R,) int64 region sizes."""
+    image = np.nonzero(masks)[0].astype(np.int64)  # each ground-truth pixel's image, in masks' order
+    ids = regions[masks].astype(np.int64) + image * (int(regions.max(initial=0)) + 1)
+    unique, local = np.unique(ids, return_inverse=True)
+    return local.astype(np.uint64), np.bincount(local, minlength=len(unique)).astype(np.int64)
 
 
 class PixelStore:

@@ -150,6 +150,35 @@ def test_local_dir(tmp_path) -> None:
         load_backbone(BackboneConfig(model=f"local-dir:{tmp_path / 'nope'}", weights=None, image_size=64))
 
 
+def test_a_local_dir_follows_its_own_config_and_never_runs_on_random_weights(tmp_path) -> None:
+    register_model_configs()
+    folder = tmp_path / "quick"
+    folder.mkdir()
+    cfg = {**open_clip.get_model_config(TINY), "quick_gelu": True}  # as DFN's or MetaCLIP's folders say
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    with pytest.raises(CheckpointError, match=r"cannot build local-dir:.*: no weights file found"):
+        load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))  # config alone: refused
+    (folder / "open_clip_pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as caught:
+        load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))
+    assert "\n" not in str(caught.value) and "weights_only=False" not in str(caught.value)
+    clip = reference_clip(seed=8, quick_gelu=True)
+    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
+    backbone = load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))
+    assert backbone.info.quick_gelu and isinstance(backbone.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    images = torch.rand(2, 3, 64, 64)
+    out = backbone.project(backbone.blocks(backbone.embed(images), 0, 4))[:, 0]
+    torch.testing.assert_close(out, clip.encode_image(images), rtol=1e-4, atol=1e-5)
+    exact = load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64, quick_gelu=False))
+    assert not exact.info.quick_gelu  # an explicit choice still wins
+    torch.save(reference_clip(seed=9, quick_gelu=True).state_dict(), folder / "open_clip_pytorch_model.bin")
+    swapped = load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))
+    assert swapped.info.identity != backbone.info.identity  # new weights in the folder: no stale cached prototypes
+    assert (
+        load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64)).info.identity == swapped.info.identity
+    )
+
+
 @pytest.fixture
 def tiny_tag(monkeypatch, tmp_path):
     """Register a pretrained tag for the tiny model, hosted at an address that never resolves."""
@@ -292,3 +321,21 @@ def test_a_local_dir_with_a_broken_config_is_a_checkpoint_error(tmp_path) -> Non
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 8}}))
     with pytest.raises(CheckpointError, match=r"cannot build local-dir:.*KeyError"):
         load_backbone(BackboneConfig(model=f"local-dir:{tmp_path}", image_size=64))
+
+
+def test_hf_hub_models_are_read_from_the_cache_only_unless_download(monkeypatch, tmp_path) -> None:
+    from huggingface_hub import constants
+
+    from clipmpcad.weights import offline_hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as a connected machine has it
+    seen = []
+    real = open_clip.create_model
+    monkeypatch.setattr(
+        open_clip, "create_model", lambda *a, **k: seen.append(constants.is_offline_mode()) or real(*a, **k)
+    )
+    with pytest.raises(CheckpointError, match=r"cannot build hf-hub:nobody/nothing"):
+        load_backbone(BackboneConfig(model="hf-hub:nobody/nothing", image_size=64, cache_dir=str(tmp_path)))
+    assert seen == [True] and not constants.is_offline_mode()  # offline while building, restored after
+    with offline_hub(False):
+        assert not constants.is_offline_mode()

@@ -136,3 +136,58 @@ def test_absolute_paths_cover_shot_lists_but_not_the_root_relative_folders(tmp_p
     )
     assert cfg.data.root == str(tmp_path.resolve())
     assert dict(cfg.data.options) == {"normal_dir": "good", "shot_lists": str((tmp_path / "lists").resolve())}
+
+
+def test_named_weights_stay_names_beside_files_of_that_name(tmp_path, monkeypatch) -> None:
+    from clipmpcad.config import RunConfig
+    from clipmpcad.errors import CheckpointError
+    from clipmpcad.weights import resolve_weights
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("random", "openai", "auto"):
+        (tmp_path / name).write_text("a file that happens to share the name")
+        cfg = RunConfig().with_overrides({"backbone.model": "ViT-B-16", "backbone.weights": name})
+        assert cfg.with_absolute_paths().backbone.weights == name
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    cfg = RunConfig().with_overrides({"backbone.weights": "ckpt.pt"}).with_absolute_paths()
+    assert cfg.backbone.weights == str(tmp_path.resolve() / "ckpt.pt")  # a file is still made absolute
+    (tmp_path / "weights_folder").mkdir()
+    with pytest.raises(CheckpointError, match=r"--weights weights_folder is a folder; give the checkpoint file"):
+        resolve_weights("ViT-B-16", "weights_folder")
+
+
+def test_moved_weights_are_given_again_and_must_be_the_same_in_every_tensor(
+    synthetic_benchmark, tmp_path, capsys
+) -> None:
+    import open_clip
+    import torch
+
+    from clipmpcad.backbone import legacy_fingerprint, register_model_configs
+    from clipmpcad.checkpoint import load_run
+    from clipmpcad.errors import CheckpointError
+
+    register_model_configs()
+    torch.manual_seed(5)
+    clip = open_clip.create_model("clipmpcad-tiny", force_image_size=64)
+    weights = tmp_path / "tiny.pt"
+    torch.save(clip.state_dict(), weights)
+    s = tile(synthetic_benchmark)
+    cfg = tiny_run_config("mvtec", s.root, s.category, backbone={"weights": str(weights)}, train={"epochs": 0})
+    run = experiment.train_run(cfg, tmp_path / "run", progress=False)
+    moved = tmp_path / "moved.pt"
+    weights.rename(moved)
+    assert main(["test", str(run), "--quiet", "--no-report"]) == 2
+    assert "tiny.pt does not exist" in capsys.readouterr().err
+    assert main(["test", str(run), "--quiet", "--no-report", "--weights", str(moved)]) == 0
+    assert main(["predict", str(run), str(s.root / s.category / "test"), "--recursive", "--weights", str(moved),
+                 "--out", str(tmp_path / "preds"), "--quiet"]) == 0  # fmt: skip
+    state = clip.state_dict()
+    state["visual.transformer.resblocks.0.ln_1.weight"] = state["visual.transformer.resblocks.0.ln_1.weight"] + 0.01
+    other = tmp_path / "other.pt"
+    torch.save(state, other)  # one LayerNorm of the first block differs
+    with pytest.raises(CheckpointError, match=r"differ from those .* was trained with"):
+        load_run(run, weights=str(other))
+    saved = torch.load(run / "model.pt", weights_only=True)  # a run saved before fingerprint v2
+    torch.save({**saved, "fingerprint": legacy_fingerprint(clip.visual.eval())}, run / "model.pt")
+    assert load_run(run, weights=str(moved)).config.backbone.weights == str(moved)
+    capsys.readouterr()

@@ -21,7 +21,7 @@ from .config import BackboneConfig, brings_own_weights
 from .errors import ConfigError
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
-from .weights import WeightsSource, resolve_weights
+from .weights import WeightsSource, offline_hub, resolve_weights
 
 
 def register_model_configs() -> list[str]:
@@ -143,13 +143,37 @@ class Backbone(nn.Module):
         self.text = None
 
 
-def fingerprint(visual: VisionTransformer) -> str:
-    """A short hash of a few image-tower tensors: the same weights give the same string."""
+FINGERPRINT_VERSION = "v2"
+_SAMPLED = 8192  # elements hashed per tensor, evenly spread over it
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A short hash of every tensor of `module` (its names, shapes and up to 8192 evenly spread
+    values each): the same weights give the same string; other weights in any tensor, almost surely
+    another. Prefixed with its version, so runs saved by another version are compared their way."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        if flat.numel() > _SAMPLED:
+            flat = flat[torch.linspace(0, flat.numel() - 1, _SAMPLED, device=flat.device).long()]
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(flat.float().cpu().contiguous().numpy().tobytes())
+    return f"{FINGERPRINT_VERSION}:{digest.hexdigest()[:16]}"
+
+
+def legacy_fingerprint(visual: VisionTransformer) -> str:
+    """The fingerprint of runs saved before v2: four image-tower tensors only."""
     digest = hashlib.sha256()
     last = visual.transformer.resblocks[-1].mlp.c_fc.weight
     for tensor in (visual.conv1.weight, visual.positional_embedding, visual.proj, last):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def same_weights(backbone: Backbone, saved: str) -> bool:
+    """Whether `backbone` was loaded with the weights a run's saved fingerprint stands for (any
+    version; a pre-v2 one is compared on the tower as loaded, before store_products)."""
+    return saved == (backbone.fingerprint if ":" in saved else legacy_fingerprint(backbone.visual))
 
 
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
@@ -177,19 +201,24 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
     model = cfg.model
     model_cfg = {} if brings_own_weights(model) else model_config(model)
     source = resolve_weights(model, cfg.weights, allow_download=cfg.download, cache_dir=cfg.cache_dir)
-    if cfg.quick_gelu is not None:
-        quick_gelu = cfg.quick_gelu
-    else:  # as the weights were trained (METHOD §2); the `paper` protocol runs OpenAI's with GELU
+    quick_gelu = cfg.quick_gelu
+    if quick_gelu is None and not brings_own_weights(model):  # those follow their own config
+        # as the weights were trained (METHOD §2); the `paper` protocol runs OpenAI's with GELU
         quick_gelu = (source.quick_gelu and quick_gelu_for_openai) or bool(model_cfg.get("quick_gelu", False))
     visual, text, preprocess = build_towers(model, model_cfg, source, cfg, quick_gelu, with_text)
     if not isinstance(visual, VisionTransformer):
         raise ConfigError(f"{model} has a {type(visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
-    info = _describe(visual, model, source, cfg)
-    tokenizer = open_clip.get_tokenizer(model) if with_text else None
+    info = _describe(visual, model, source, cfg, text)
+    tokenizer = None
+    if with_text:
+        with offline_hub(not cfg.download):  # an hf-hub: model's tokenizer files come from the cache too
+            tokenizer = open_clip.get_tokenizer(model)
     return Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"), tokenizer)
 
 
-def _describe(v: VisionTransformer, model: str, source: WeightsSource, cfg: BackboneConfig) -> BackboneInfo:
+def _describe(
+    v: VisionTransformer, model: str, source: WeightsSource, cfg: BackboneConfig, text: nn.Module | None
+) -> BackboneInfo:
     depth = len(v.transformer.resblocks)
     if cfg.image_size < v.patch_size[0]:
         raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {v.patch_size[0]}")
@@ -212,12 +241,16 @@ def _describe(v: VisionTransformer, model: str, source: WeightsSource, cfg: Back
         embed_dim=v.proj.shape[1],
         depth=depth,
         levels=levels,
-        identity=_identity(model, source, cfg, isinstance(gelu, QuickGELU)),
+        identity=_identity(model, source, cfg, isinstance(gelu, QuickGELU), text),
     )
 
 
-def _identity(model: str, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool) -> str:
-    if source.kind == "random":
+def _identity(model: str, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool, text: nn.Module | None) -> str:
+    """What the text prototypes depend on. A local-dir: or hf-hub: model is named by a folder or
+    repository whose weights may change, so its text tower's own fingerprint stands for them."""
+    if source.kind in ("local-dir", "hf-hub"):
+        weights = f"{source.label}:{fingerprint(text) if text is not None else 'no text tower'}"
+    elif source.kind == "random":
         weights = f"random:{cfg.init_seed}"
     elif source.path is not None:
         stat = source.path.stat() if source.path.is_file() else None

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .atomic import save_torch
-from .backbone import BackboneInfo, load_backbone
+from .backbone import BackboneInfo, load_backbone, same_weights
 from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
 from .errors import CheckpointError
@@ -71,19 +71,26 @@ def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, 
         save_torch(folder / "bank.pt", model.bank.to(torch.device("cpu")).state())
 
 
-def load_run(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> TrainedRun:
-    """Rebuild a trained run's detector from its folder, on `device` at `precision` (default: the run's)."""
+def load_run(
+    run_dir: str | Path, device: str | None = None, precision: str | None = None, weights: str | None = None
+) -> TrainedRun:
+    """Rebuild a trained run's detector from its folder, on `device` at `precision` (default: the run's).
+
+    weights: where the run's backbone weights are now (a checkpoint file that moved); they must be
+    the weights it was trained with (the fingerprint is checked)."""
     run_dir = require_run_dir(run_dir)
     config = load_config(run_dir / "config.json")
     if precision is not None:
         config = replace(config, precision=precision)
+    if weights is not None:
+        config = config.with_overrides({"backbone.weights": weights}).with_absolute_paths()
     saved = load_torch(run_dir / "model.pt")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / 'model.pt'} is not a ClipMPCAD checkpoint of format {CHECKPOINT_FORMAT}")
     meta = RunMeta(**saved["meta"])
     protocol = get_protocol(config.protocol)
     backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai, with_text=False)
-    if backbone.fingerprint != saved["fingerprint"]:
+    if not same_weights(backbone, saved["fingerprint"]):
         raise CheckpointError(
             f"the backbone weights ({backbone.info.describe()}) differ from those {run_dir} was trained with; "
             "point --weights at the same checkpoint"

@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _PACKAGE = Path(__file__).parent
+MOVED_WEIGHTS_HELP = "the run's backbone checkpoint where it is now, if it moved (the same weights: checked)"
 
 
 def _show_warning(fallback: Callable[..., None], message, category, filename, lineno, file=None, line=None) -> None:
@@ -100,6 +101,7 @@ def _add_test(verbs: Any) -> None:
     test.add_argument("--device", help=option_help("--device"))
     test.add_argument("--precision", choices=PRECISIONS, help=option_help("--precision"))
     test.add_argument("--pixel-resolution", choices=PIXEL_RESOLUTIONS, help=option_help("--pixel-resolution"))
+    test.add_argument("--weights", metavar="FILE", help=MOVED_WEIGHTS_HELP)
     test.add_argument("--no-report", action="store_true", help="skip report.html")
     _add_quiet(test)
     test.set_defaults(handler=cmd_test)
@@ -113,6 +115,7 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("--recursive", action="store_true", help="look into sub-folders of folders")
     predict.add_argument("--device", help=option_help("--device"))
     predict.add_argument("--precision", choices=PRECISIONS, help=option_help("--precision"))
+    predict.add_argument("--weights", metavar="FILE", help=MOVED_WEIGHTS_HELP)
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
     predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
@@ -265,6 +268,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         pixel_resolution=args.pixel_resolution,
         progress=not args.quiet,
         report=not args.no_report,
+        weights=args.weights,
     )
     _print_record(record)
     return 0
@@ -288,7 +292,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs += list_images(item, recursive=args.recursive)
     inputs = list(dict.fromkeys(p.resolve() for p in inputs))  # a file named twice is scored once
     predictor = Predictor.from_run(
-        args.run, device=args.device, image_fpr=args.image_fpr, pixel_fpr=args.pixel_fpr, precision=args.precision
+        args.run,
+        device=args.device,
+        image_fpr=args.image_fpr,
+        pixel_fpr=args.pixel_fpr,
+        precision=args.precision,
+        weights=args.weights,
     )
     csv_path = predict_to_folder(
         predictor,

@@ -396,9 +396,11 @@ def test_run(
     pixel_resolution: str | None = None,
     progress: bool = True,
     report: bool = True,
+    weights: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run folder on its test split, on `device` at `precision` (default: the run's)."""
-    run = load_run(run_dir, device, precision)
+    """Evaluate a run folder on its test split, on `device` at `precision` (default: the run's);
+    weights: where its backbone weights are now, if they moved (load_run)."""
+    run = load_run(run_dir, device, precision, weights)
     return evaluate_run(run, pixel_resolution=pixel_resolution, progress=progress, report=report)
 
 

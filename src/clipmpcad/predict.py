@@ -98,14 +98,16 @@ class Predictor:
         image_fpr: float | None = None,
         pixel_fpr: float | None = None,
         precision: str | None = None,
+        weights: str | None = None,
     ) -> Predictor:
-        """Load a run folder (checkpoint.load_run) on `device` at `precision` (default: the run's).
+        """Load a run folder (checkpoint.load_run) on `device` at `precision` (default: the run's);
+        weights: where its backbone weights are now, if they moved.
 
         image_fpr / pixel_fpr refit a threshold for another false-positive target on the normal
         reference scores stored with the run; a lower target gives a higher threshold. A `paper` run
         uses the test-set calibration that `clipmpcad test` stored in its metrics.json.
         """
-        run = load_run(run_dir, device, precision)
+        run = load_run(run_dir, device, precision, weights)
         calibration = run.detector.calibration or _test_calibration(run)
         reference = calibration.source == "reference"
         if not reference and (image_fpr is not None or pixel_fpr is not None):

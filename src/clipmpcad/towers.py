@@ -16,16 +16,21 @@ from open_clip.model import _build_text_tower, _build_vision_tower  # stable acr
 from torch import nn
 
 from .config import BackboneConfig, brings_own_weights
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, load_failure
 from .runtime import fixed_torch_seed
-from .weights import WeightsSource, concrete_weights, read_state_dict
+from .weights import WeightsSource, concrete_weights, offline_hub, read_state_dict
 
 TEXT_SEED_OFFSET = 1_000_003  # a random text tower gets its own seed, apart from the image tower's
 _NOT_TOWER_KEYS = ("logit_scale", "logit_bias")
 
 
 def build_towers(
-    model: str, model_cfg: dict, source: WeightsSource, cfg: BackboneConfig, quick_gelu: bool, with_text: bool
+    model: str,
+    model_cfg: dict,
+    source: WeightsSource,
+    cfg: BackboneConfig,
+    quick_gelu: bool | None,
+    with_text: bool,
 ) -> tuple[nn.Module, nn.Module | None, dict]:
     """(image tower, text tower or None, preprocess config) for `model` with `source`'s weights.
 
@@ -34,6 +39,9 @@ def build_towers(
     """
     if brings_own_weights(model):
         return _from_open_clip(model, cfg, quick_gelu, with_text)
+    patch = model_cfg["vision_cfg"].get("patch_size", 1)
+    if cfg.image_size < patch:  # before any positional embedding is resized to an empty grid
+        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {patch}")
     vision_cfg = {**model_cfg["vision_cfg"], "image_size": cfg.image_size}
     embed_dim = model_cfg["embed_dim"]
     with fixed_torch_seed(cfg.init_seed):
@@ -53,22 +61,42 @@ def build_towers(
     return visual.float().eval(), None if text is None else text.float().eval(), preprocess
 
 
-def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool, with_text: bool):
-    """local-dir: and hf-hub: models: OpenCLIP reads their config and weights itself."""
-    logging.disable(logging.WARNING)  # OpenCLIP warns of random init; BackboneInfo reports it instead
+def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool | None, with_text: bool):
+    """local-dir: and hf-hub: models: OpenCLIP reads their config and weights itself, and must find
+    weights (no silent random init). quick_gelu None: as the model's own config says."""
+    chosen = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    logging.disable(logging.WARNING)  # OpenCLIP's own notes; failures are raised below
     try:
-        with fixed_torch_seed(cfg.init_seed):
+        with fixed_torch_seed(cfg.init_seed), offline_hub(not cfg.download):
             clip = open_clip.create_model(
-                model, pretrained=None, cache_dir=cfg.cache_dir, force_image_size=cfg.image_size, quick_gelu=quick_gelu
+                model,
+                pretrained=None,
+                cache_dir=cfg.cache_dir,
+                force_image_size=cfg.image_size,
+                require_pretrained=True,
+                **chosen,
             )
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError, TypeError) as error:  # a bad folder or config
-        raise CheckpointError(f"cannot build {model}: {type(error).__name__}: {error}") from error
+    except Exception as error:  # a bad folder, config or weights file, a missing package: one line
+        raise CheckpointError(f"cannot build {model}: {_why(error, model)}") from error
     finally:
         logging.disable(logging.NOTSET)
     preprocess = open_clip.get_model_preprocess_cfg(clip)
     visual = clip.visual
     clip.visual = nn.Identity()  # what is left is the text tower, with CLIP's encode_text
     return visual.float().eval(), clip.float().eval() if with_text else None, preprocess
+
+
+def _why(error: Exception, model: str) -> str:
+    """One line on why OpenCLIP could not build `model`."""
+    if isinstance(error, RuntimeError) and "Required pretrained weights" in str(error):
+        return (
+            "no weights file found (a local-dir: folder needs open_clip_model.safetensors or "
+            "open_clip_pytorch_model.bin beside open_clip_config.json; an hf-hub: model must be in the "
+            "Hugging Face cache, or pass --download)"
+        )
+    if isinstance(error, ModuleNotFoundError):
+        return f"it needs the Python package {error.name!r}, which is not installed (pip install {error.name})"
+    return f"{type(error).__name__}: {load_failure(error)}"
 
 
 def load_towers(

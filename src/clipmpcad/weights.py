@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,19 +67,22 @@ def resolve_weights(
     weights = concrete_weights(model, weights)
     if model.startswith(LOCAL_DIR):
         return _resolve_local_dir(model, weights)
-    if model.startswith(HF_HUB):
-        if not allow_download:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cached files only, no network
+    if model.startswith(HF_HUB):  # read from the Hugging Face cache under offline_hub unless allow_download
         return WeightsSource("hf-hub", None, quick_gelu=False, label=model)
     if weights in (None, RANDOM):  # concrete already; local-dir: and hf-hub: are handled above
         return WeightsSource("random", None, quick_gelu=False, label=RANDOM)
     path = Path(weights).expanduser()
-    if path.is_file():
+    tag_cfg = open_clip.get_pretrained_cfg(model, weights)  # a tag wins over a file of that name here
+    if not tag_cfg and path.is_file():
         kind = "torchscript" if is_torchscript_archive(path) else "file"
         # OpenAI's own archives are TorchScript and were trained with QuickGELU.
         return WeightsSource(kind, path, quick_gelu=kind == "torchscript", label=path.name)
-    tag_cfg = open_clip.get_pretrained_cfg(model, weights)
     if not tag_cfg:
+        if path.is_dir():
+            raise CheckpointError(
+                f"--weights {path} is a folder; give the checkpoint file in it, or --model local-dir:{path} "
+                "for an OpenCLIP model folder (open_clip_config.json and its weights)"
+            )
         if _looks_like_path(weights):
             raise CheckpointError(f"checkpoint file {path} does not exist; check the --weights path")
         tags = open_clip.list_pretrained_tags_by_model(model) or ["(none)"]
@@ -89,10 +94,31 @@ def resolve_weights(
     if cached is None:
         if not allow_download:
             raise CheckpointError(_missing_tag_message(model, weights, tag_cfg, cache_dir))
-        cached = Path(open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir))
+        try:
+            cached = Path(open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir))
+        except Exception as error:  # no network, a refused or broken download
+            raise CheckpointError(f"could not download {model}/{weights}: {type(error).__name__}: {error}") from error
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     kind = "torchscript" if is_torchscript_archive(cached) else "file"
     return WeightsSource(kind, cached, quick_gelu=quick_gelu, label=weights)
+
+
+@contextlib.contextmanager
+def offline_hub(offline: bool = True) -> Iterator[None]:
+    """Within: the Hugging Face hub library reads its cache only and never reaches the network
+    (its HF_HUB_OFFLINE setting, read when it is imported, so the environment variable cannot
+    switch it later)."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants  # OpenCLIP's own dependency
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _resolve_local_dir(model: str, weights: str | None) -> WeightsSource:
@@ -107,6 +133,11 @@ def _resolve_local_dir(model: str, weights: str | None) -> WeightsSource:
             "weights file (open_clip_model.safetensors, open_clip_pytorch_model.bin, ...)"
         )
     return WeightsSource("local-dir", folder, quick_gelu=False, label=f"local-dir:{folder.name}")
+
+
+def is_named_weights(model: str, weights: str | None) -> bool:
+    """`weights` names weights rather than a file: random, auto, or a pretrained tag of `model`."""
+    return weights in (None, RANDOM, AUTO) or bool(open_clip.get_pretrained_cfg(model, weights))
 
 
 def _looks_like_path(text: str) -> bool:

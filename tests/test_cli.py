@@ -169,10 +169,13 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     folder.mkdir()
     shutil.copy(images[0], folder / "scan.png")
     (folder / "notes.txt").write_text("seen on Monday")
+    (folder / "patient7.png").symlink_to(folder / "scan.png")  # links keep their own names
     capsys.readouterr()
     assert main(["predict", str(run), str(folder), "--out", str(tmp_path / "preds2"), "--quiet"]) == 0
     err = capsys.readouterr().err.splitlines()  # the package's warnings are one line, like its errors
     assert err == [f"clipmpcad: warning: {folder}: left out 1 file(s) of no supported image format (notes.txt)"]
+    rows = list(csv.DictReader((tmp_path / "preds2" / "predictions.csv").open()))
+    assert [r["name"] for r in rows] == ["patient7", "scan"] and rows[0]["score"] == rows[1]["score"]
 
 
 def test_mvfa_baseline_linear_adapter_and_base_prompts(synthetic_benchmark, tmp_path) -> None:
@@ -313,3 +316,23 @@ def test_prompts_lint_of_an_unreadable_file_is_bad_input(tmp_path, capsys) -> No
     bad.write_text("{", encoding="utf-8")
     assert main(["prompts", "lint", str(bad)]) == 1  # unreadable as JSON is a lint problem
     assert "not valid JSON" in capsys.readouterr().out
+
+
+def test_sigterm_ends_a_verb_like_ctrl_c_and_leaves_no_staged_folder(tmp_path, monkeypatch, capsys) -> None:
+    import os
+    import signal
+
+    from clipmpcad import cli
+    from clipmpcad.atomic import staged_folder
+
+    def killed_midway(args) -> int:
+        with staged_folder(tmp_path / "out") as stage:
+            (stage / "half.png").write_text("x")
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler or `kill` sends it
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_datasets", killed_midway)
+    assert main(["datasets"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no .out.*.partial left behind
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back

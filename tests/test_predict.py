@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -250,6 +251,43 @@ def test_unique_stems_are_deterministic_and_case_insensitive():
     assert unique_stems(paths) == unique_stems(list(paths))
 
 
+def test_long_names_are_cut_with_a_hash_and_stay_apart():
+    long = "肺" * 100  # 300 bytes in UTF-8: with "_overlay.png" more than a file name may hold
+    names = unique_stems([Path(f"{long}a.png"), Path(f"{long}b.png"), Path("short.png")])
+    assert all(len(n.encode()) <= 150 for n in names) and len(set(names)) == 3 and names[2] == "short"
+    assert names[0].startswith("肺" * 47) and names[0] != names[1]
+
+
+def test_names_that_are_not_utf8_and_long_names_are_written(predictor, brain_images, tmp_path):
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")  # bytes this system cannot decode as UTF-8
+    odd.write_bytes(brain_images[0].read_bytes())
+    long = tmp_path / ("肺" * 78 + ".png")  # 238 bytes: fits, but not with "_overlay.png" and a temporary name
+    long.write_bytes(brain_images[1].read_bytes())
+    out = tmp_path / "out"
+    csv_path = predict_to_folder(predictor, [odd, long], out, progress=False)
+    assert os.fsencode(odd) in csv_path.read_bytes()  # the file's own bytes, as the file system has them
+    assert len(list(out.glob("*_overlay.png"))) == 2
+
+
+def test_a_recursive_folder_leaves_out_earlier_predictions_and_names_links(brain_images, tmp_path):
+    from clipmpcad.data.folder import list_images
+    from clipmpcad.predict import without_earlier_predictions
+
+    root = tmp_path / "scans"
+    for name in ("a.png", "sub/b.png", "out/a_overlay.png", "out/deep/c.png", "elsewhere/d.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(brain_images[0].read_bytes())
+    (root / "out" / "predictions.csv").write_text("file\n")
+    (root / "linked").symlink_to(root / "elsewhere")
+    with pytest.warns(
+        UserWarning, match=r"scans: left out .* 1 linked sub-folder\(s\), which are not followed \(linked/\)"
+    ):
+        found = list_images(root, recursive=True)
+    with pytest.warns(UserWarning, match=r"scans: left out earlier prediction folders .*: out/$"):
+        kept = without_earlier_predictions(root, found)
+    assert [p.relative_to(root).as_posix() for p in kept] == ["a.png", "elsewhere/d.png", "sub/b.png"]
+
+
 def test_same_stems_from_two_folders_do_not_overwrite_each_other(predictor, brain_images, tmp_path):
     first, second = tmp_path / "a" / "scan.png", tmp_path / "b" / "scan.png"
     for source, target in ((brain_images[0], first), (brain_images[-1], second)):
@@ -289,6 +327,11 @@ def test_bad_tensors_and_options_are_refused(predictor, tmp_path):
         check_options(None, True, None, 16)
     with pytest.raises(ConfigError, match="npy, png16"):
         check_options("tiff", False, None, 16)
+    with pytest.raises(ConfigError, match="sigma must be a finite number"):
+        check_options(None, False, float("inf"), 16)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"would lie under .*file, which is a file"):
+        predict_to_folder(predictor, [tmp_path / "file"], tmp_path / "file" / "out", progress=False)
     with pytest.raises(ConfigError, match="tiff"):  # checked before the folder is made
         predict_to_folder(predictor, [], tmp_path / "x", save_maps="tiff", progress=False)
     assert not (tmp_path / "x").exists()

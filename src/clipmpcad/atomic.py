@@ -64,13 +64,21 @@ def save_torch(path: str | Path, obj: Any) -> Path:
 def staged_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; on success it takes `target`'s place (an old
     `target` is moved aside first and deleted last), on error it is removed. The caller decides
-    beforehand whether replacing `target` is allowed."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGE_SUFFIX, dir=target.parent))
+    beforehand whether replacing `target` is allowed.
+
+    A `target` that is a link to a folder is written where it points (the link stays). A mount
+    point cannot be renamed, so there the folder is built inside `target` and its files are moved
+    up one by one, in the order they were written, once all are done."""
+    target, home = staging_place(target)
+    inside = home == target
+    home.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGE_SUFFIX, dir=home))
     try:
         yield stage
         stage.chmod(0o777 & ~_umask())  # mkdtemp makes private folders
+        if inside:
+            _replace_contents(target, stage)
+            return
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         if target.exists():
             target.rename(old)
@@ -80,6 +88,24 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def staging_place(target: str | Path) -> tuple[Path, Path]:
+    """(the folder staged_folder writes, the folder its stage is built in): a link is followed,
+    and a mount point holds its own stage."""
+    target = Path(target)
+    if target.is_symlink():
+        target = target.resolve()
+    return target, target if target.is_dir() and os.path.ismount(target) else target.parent
+
+
+def _replace_contents(target: Path, stage: Path) -> None:
+    """Empty `target` but for `stage`, then move the staged entries into it, oldest first."""
+    for child in target.iterdir():
+        if child != stage:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    for child in sorted(stage.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        child.rename(target / child.name)
 
 
 def remove_leftovers(target: str | Path) -> None:

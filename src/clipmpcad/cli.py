@@ -15,11 +15,14 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.showwarning = partial(_show_warning, warnings.showwarning)
             return handler(args)
     except ClipMPCADError as error:
@@ -50,6 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _PACKAGE = Path(__file__).parent
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's or `kill`'s) ends a verb as Ctrl-C does: its staged folders are
+    removed on the way out instead of being left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 MOVED_WEIGHTS_HELP = "the run's backbone checkpoint where it is now, if it moved (the same weights: checked)"
 
 
@@ -285,12 +308,14 @@ def _print_record(record: dict[str, Any]) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data.folder import list_images
-    from .predict import Predictor, predict_to_folder
+    from .predict import Predictor, predict_to_folder, without_earlier_predictions
 
     inputs: list[Path] = []
     for item in args.inputs:
-        inputs += list_images(item, recursive=args.recursive)
-    inputs = list(dict.fromkeys(p.resolve() for p in inputs))  # a file named twice is scored once
+        found = list_images(item, recursive=args.recursive)
+        inputs += without_earlier_predictions(Path(item), found) if Path(item).is_dir() else found
+    # a file named twice is scored once; links keep their own names (two links to one file are two inputs)
+    inputs = list(dict.fromkeys(Path(os.path.abspath(p)) for p in inputs))
     predictor = Predictor.from_run(
         args.run,
         device=args.device,

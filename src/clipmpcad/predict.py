@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
+import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .atomic import staged_folder, write_bytes, write_text
+from .atomic import staged_folder, write_bytes
 from .checkpoint import TrainedRun, load_run
 from .config import MAP_FORMATS
 from .data.dataset import image_to_tensor
@@ -315,6 +318,27 @@ def tensor_to_image(x: torch.Tensor, where: str) -> Image.Image:
     return Image.fromarray(array.numpy())
 
 
+def without_earlier_predictions(folder: Path, paths: Sequence[Path]) -> list[Path]:
+    """`paths` found under `folder`, less those in sub-folders holding a predictions.csv: the
+    outputs of an earlier `predict` into a folder below the one scored are not inputs (a warning
+    names the folders left out)."""
+    kept, skipped = [], set()
+    for path in paths:
+        parts = path.parent.relative_to(folder).parts  # the sub-folders between `folder` and the file
+        below = [folder.joinpath(*parts[:depth]) for depth in range(1, len(parts) + 1)]
+        found = next((p for p in below if (p / CSV_NAME).is_file()), None)
+        if found is None:
+            kept.append(path)
+        else:
+            skipped.add(found)
+    if skipped:
+        names = sorted(p.relative_to(folder).as_posix() + "/" for p in skipped)
+        warnings.warn(
+            f"{folder}: left out earlier prediction folders (they hold {CSV_NAME}): {', '.join(names)}", stacklevel=2
+        )
+    return kept
+
+
 def check_readable(paths: Sequence[Path]) -> None:
     """Read every file's header; the first that is missing or no image raises a DataError naming it."""
     for path in paths:
@@ -324,17 +348,30 @@ def check_readable(paths: Sequence[Path]) -> None:
 def unique_stems(paths: Sequence[Path]) -> list[str]:
     """Output name stems, unique even on case-insensitive file systems: the first file of a stem keeps
     it, later ones get _2, _3, … in input order, skipping any stem that another input has."""
-    reserved = {p.stem.casefold() for p in paths}
+    stems = [short_stem(p.stem) for p in paths]
+    reserved = {stem.casefold() for stem in stems}
     used: set[str] = set()
     names = []
-    for path in paths:
-        name, n = path.stem, 1
+    for stem in stems:
+        name, n = stem, 1
         while name.casefold() in used or (n > 1 and name.casefold() in reserved):
             n += 1
-            name = f"{path.stem}_{n}"
+            name = f"{stem}_{n}"
         used.add(name.casefold())
         names.append(name)
     return names
+
+
+STEM_BYTES = 150  # an output name is its stem and up to ~30 bytes more; file systems allow 255
+
+
+def short_stem(stem: str) -> str:
+    """`stem`, or a cut of it with a hash of the whole where its bytes pass STEM_BYTES."""
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) <= STEM_BYTES:
+        return stem
+    cut = raw[: STEM_BYTES - 9].decode("utf-8", "ignore")  # whole characters only
+    return f"{cut}~{hashlib.sha1(raw).hexdigest()[:8]}"
 
 
 def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyword each
@@ -379,7 +416,8 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
                 files = write_outputs(stage, name, np.asarray(image), pred, save_maps, sigma)
                 rows.append(_csv_row(predictor, pred, name, files))
             bar.update(len(batch))
-        write_text(stage / CSV_NAME, _csv_text(rows))
+        # file names that are not UTF-8 (the system's bytes) go back into the CSV as those bytes
+        write_bytes(stage / CSV_NAME, _csv_text(rows).encode("utf-8", "surrogateescape"))
     bar.close()
     return out / CSV_NAME
 
@@ -390,8 +428,8 @@ def check_options(save_maps: str | None, save_levels: bool, sigma: float | None,
         raise ConfigError(f"unknown map format {save_maps!r}; choose one of {', '.join(MAP_FORMATS)}")
     if save_levels and save_maps is None:
         raise ConfigError("saving level maps needs a map format: give save_maps (--save-maps npy or png16)")
-    if sigma is not None and not sigma >= 0:
-        raise ConfigError(f"sigma must be ≥ 0, got {sigma}")
+    if sigma is not None and not 0 <= sigma < math.inf:
+        raise ConfigError(f"sigma must be a finite number ≥ 0, got {sigma}")
     check_batch_size(batch_size)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import staged_folder
+from .atomic import staged_folder, staging_place
 from .errors import CheckpointError, ConfigError, load_failure
 
 
@@ -54,6 +55,12 @@ def check_output_folder(
     file) that holds none of `inputs`: never a user's own folder, never the data being read."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} folder {out} exists and is not a folder; choose another --out")
+    home = staging_place(out.absolute())[1]
+    nearest = next(p for p in (home, *home.parents) if p.exists())  # the folder the stage gets made in
+    if not nearest.is_dir():
+        raise ConfigError(f"{what} folder {out} would lie under {nearest}, which is a file; choose another --out")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} folder {out}: no permission to write in {nearest}; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:

@@ -40,6 +40,23 @@ def test_16bit_png_is_scaled_by_its_actual_range(tmp_path):
     assert out.min() == 0 and out.max() == 255
 
 
+def test_float_tiff_with_nan_is_scaled_by_its_finite_values_and_named(tmp_path):
+    values = np.linspace(-2.0, 6.0, 12 * 10, dtype=np.float32).reshape(10, 12)
+    values[2:4, 3:6] = np.nan
+    values[9, 11] = np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "scan.tif")
+    with pytest.warns(UserWarning, match=r"scan\.tif: 7 of 120 pixel values are NaN or infinite"):
+        out = _rgb(tmp_path / "scan.tif")[..., 0]
+    finite = np.isfinite(values)
+    low, high = values[finite].min(), values[finite].max()
+    expected = np.round((np.where(finite, values, low).astype(float) - low) * 255 / (high - low))
+    np.testing.assert_array_equal(out, expected)  # the rest keeps its contrast, not all black
+    assert out.max() == 255 and (out[~finite] == 0).all()
+    Image.fromarray(np.full((3, 3), np.nan, np.float32), mode="F").save(tmp_path / "void.tif")
+    with pytest.raises(DataError, match=r"void\.tif: image has no finite pixel value"):
+        read_image(tmp_path / "void.tif")
+
+
 def test_constant_16bit_image_reads_as_black(tmp_path):
     Image.fromarray(np.full((4, 4), 3000, dtype=np.uint16)).save(tmp_path / "flat.png")
     assert _rgb(tmp_path / "flat.png").max() == 0

@@ -35,9 +35,14 @@ def list_image_files(folder: Path, *, recursive: bool = False, what: str = "imag
         found = f"; it holds {show_names(others)}" if others else ""
         raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)}){found}")
     folders = [] if recursive else sorted(p.name + "/" for p in entries if p.is_dir())
+    links = sorted(
+        p.relative_to(folder).as_posix() + "/" for p in entries if recursive and p.is_symlink() and p.is_dir()
+    )
     left_out = [f"{len(others)} file(s) of no supported image format ({show_names(others)})"] if others else []
     if folders:
         left_out.append(f"{len(folders)} sub-folder(s), which are not searched ({show_names(folders)})")
+    if links:
+        left_out.append(f"{len(links)} linked sub-folder(s), which are not followed ({show_names(links)})")
     if left_out:
         warnings.warn(f"{folder}: left out {' and '.join(left_out)}", stacklevel=2)
     return files

@@ -9,7 +9,8 @@ Decisions, so that every loader and `predict` see the same pixels:
   transparent background reads as black rather than as whatever colour hides under alpha 0.
 - The EXIF orientation is applied (`ImageOps.exif_transpose`) to images *and* masks, so a
   mask drawn on the displayed picture lines up with it.
-- Multi-page TIFFs are read at their first page.
+- Multi-page TIFFs are read at their first page. NaN or infinite values (float images) read as
+  black, with a warning naming the file; the range is that of the finite values.
 - DICOM (`.dcm`, via pydicom, imported only when needed): modality and VOI LUTs are applied
   when present, MONOCHROME1 is inverted, then the range is scaled to 8 bits as above.
 - Masks are binarised as `value > 0`: gray levels for grayscale masks (0/1 and 0/255 alike),
@@ -23,6 +24,7 @@ Decisions, so that every loader and `predict` see the same pixels:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             orientation = _header_orientation(img)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     if orientation in _TRANSPOSING_ORIENTATIONS:
@@ -140,10 +144,20 @@ def _scale_to_uint8(values: np.ndarray, path: Path) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         raise DataError(f"{path}: image has no pixels")
-    low, high = float(values.min()), float(values.max())
+    finite = np.isfinite(values)
+    if not finite.all():
+        if not finite.any():
+            raise DataError(f"{path}: image has no finite pixel value (all NaN or infinite)")
+        warnings.warn(
+            f"{path}: {int((~finite).sum())} of {values.size} pixel values are NaN or infinite; they read as "
+            "black and the others are scaled by their own range",
+            stacklevel=3,
+        )
+    low, high = float(values[finite].min()), float(values[finite].max())
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    scaled = np.round((np.where(finite, values, low) - low) * (255.0 / (high - low)))
+    return scaled.astype(np.uint8)
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False):  # -> pydicom.Dataset

@@ -339,3 +339,88 @@ def test_hf_hub_models_are_read_from_the_cache_only_unless_download(monkeypatch,
     assert seen == [True] and not constants.is_offline_mode()  # offline while building, restored after
     with offline_hub(False):
         assert not constants.is_offline_mode()
+
+
+def timm_clip_folder(folder, seed: int = 0):
+    """A local-dir: model whose image tower is a timm ViT inside OpenCLIP's TimmModel (as
+    BiomedCLIP's is), with the tiny text tower; returns the CLIP it was saved from."""
+    register_model_configs()
+    tiny = open_clip.get_model_config(TINY)
+    vision = {"timm_model_name": "vit_tiny_patch16_224", "timm_pool": "", "timm_proj": "linear", "image_size": 224}
+    cfg = {"embed_dim": tiny["embed_dim"], "vision_cfg": vision, "text_cfg": tiny["text_cfg"]}
+    torch.manual_seed(seed)
+    clip = open_clip.model.CLIP(**cfg).eval()
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return clip
+
+
+def test_a_timm_vit_tower_runs_block_by_block_as_its_clip_encodes(tmp_path) -> None:
+    clip = timm_clip_folder(tmp_path / "biomed-like")
+    backbone = load_backbone(BackboneConfig(model=f"local-dir:{tmp_path / 'biomed-like'}", image_size=64))
+    info = backbone.info
+    assert (info.depth, info.width, info.patch_size, info.grid, info.levels) == (12, 192, 16, (4, 4), (3, 6, 9, 12))
+    assert info.embed_dim == clip.visual.head.proj.out_features and not info.quick_gelu and not info.random
+    clip.visual.trunk.set_input_size(img_size=64)  # the reference, resized by timm itself
+    images = torch.rand(2, 3, 64, 64)
+    tokens = backbone.embed(images)
+    assert tokens.shape == (2, 1 + 16, 192)
+    out = backbone.project(backbone.blocks(backbone.blocks(tokens, 0, 5), 5, 12))[:, 0]
+    torch.testing.assert_close(out, clip.encode_image(images), rtol=1e-4, atol=1e-5)
+    with torch.enable_grad():  # training runs gradients through the frozen blocks
+        x = tokens.clone().requires_grad_(True)
+        backbone.blocks(x, 3, 12).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in backbone.parameters())
+
+
+def test_an_image_tower_that_is_not_a_vit_is_refused_by_name(tmp_path) -> None:
+    register_model_configs()
+    tiny = open_clip.get_model_config(TINY)
+    vision = {"timm_model_name": "resnet18", "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}
+    cfg = {"embed_dim": tiny["embed_dim"], "vision_cfg": vision, "text_cfg": tiny["text_cfg"]}
+    folder = tmp_path / "cnn"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.save(open_clip.model.CLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"has a timm ResNet image tower; ClipMPCAD needs a ViT"):
+        load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))
+
+
+def test_a_biomedclip_like_model_timm_image_and_hugging_face_text_towers(tmp_path) -> None:
+    """BiomedCLIP's shape (a timm ViT and a BERT text tower from transformers), tiny and random:
+    the folder holds the tokenizer files beside the weights, as a downloaded hub repository does."""
+    pytest.importorskip("transformers")
+    from tokenizers import BertWordPieceTokenizer
+
+    bert = tmp_path / "bert-tiny"
+    bert.mkdir()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    (bert / "vocab.txt").write_text("\n".join([*specials, ".", ",", "-", *letters, *("##" + c for c in letters)]))
+    BertWordPieceTokenizer(str(bert / "vocab.txt"), lowercase=True).save(str(bert / "tokenizer.json"))
+    names = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), specials, strict=True))
+    (bert / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 64, **names}))
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = {"model_type": "bert", "vocab_size": 5 + 3 + 52, "max_position_embeddings": 64, **sizes}
+    (bert / "config.json").write_text(json.dumps(config))
+    text = {"hf_model_name": str(bert), "hf_tokenizer_name": str(bert), "hf_proj_type": "mlp", "context_length": 32}
+    text |= {"hf_pooler_type": "cls_last_hidden_state_pooler", "hf_model_pretrained": False}
+    vision = {"timm_model_name": "vit_tiny_patch16_224", "timm_pool": "", "timm_proj": "linear", "image_size": 224}
+    cfg = {"embed_dim": 32, "vision_cfg": vision, "text_cfg": text}
+    torch.manual_seed(0)
+    clip = open_clip.model.CustomTextCLIP(**cfg).eval()
+    folder = tmp_path / "biomed-like"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((bert / name).read_bytes())
+    backbone = load_backbone(BackboneConfig(model=f"local-dir:{folder}", image_size=64))
+    sentences = ["a photo of a lesion in a brain scan", "a normal chest x-ray"]
+    reference = clip.encode_text(open_clip.get_tokenizer(f"local-dir:{folder}")(sentences))
+    torch.testing.assert_close(backbone.encode_text(backbone.tokenize(sentences)), reference, rtol=1e-4, atol=1e-5)
+    clip.visual.trunk.set_input_size(img_size=64)
+    images = torch.rand(2, 3, 64, 64)
+    out = backbone.project(backbone.blocks(backbone.embed(images), 0, 12))[:, 0]
+    torch.testing.assert_close(out, clip.encode_image(images), rtol=1e-4, atol=1e-5)

@@ -191,3 +191,22 @@ def test_moved_weights_are_given_again_and_must_be_the_same_in_every_tensor(
     torch.save({**saved, "fingerprint": legacy_fingerprint(clip.visual.eval())}, run / "model.pt")
     assert load_run(run, weights=str(moved)).config.backbone.weights == str(moved)
     capsys.readouterr()
+
+
+def test_a_timm_vit_model_trains_tests_and_predicts(synthetic_benchmark, tmp_path, capsys) -> None:
+    from test_backbone import timm_clip_folder
+
+    timm_clip_folder(tmp_path / "biomed-like")
+    s = tile(synthetic_benchmark)
+    model = f"local-dir:{tmp_path / 'biomed-like'}"
+    cfg = tiny_run_config("mvtec", s.root, s.category, backbone={"model": model, "weights": None, "image_size": 64})
+    run = experiment.train_run(cfg.with_overrides({"train.epochs": 1}), tmp_path / "run", progress=False)
+    assert main(["test", str(run), "--quiet", "--no-report"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["backbone"]["weights"] == "local-dir:biomed-like" and metrics["pixel_auroc"] is not None
+    out = tmp_path / "preds"
+    test_folder = str(s.root / s.category / "test")
+    assert main(["predict", str(run), test_folder, "--recursive", "--out", str(out), "--quiet"]) == 0
+    rows = (out / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == metrics["n_test_images"] + metrics["removed_from_test"]  # the whole folder, shots too
+    capsys.readouterr()

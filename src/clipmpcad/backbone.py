@@ -14,13 +14,14 @@ from importlib import resources
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from .config import BackboneConfig, brings_own_weights
 from .errors import ConfigError
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
+from .vision_towers import OpenClipTower, TimmTower, vision_tower
 from .weights import WeightsSource, offline_hub, resolve_weights
 
 
@@ -68,11 +69,11 @@ def default_levels(depth: int) -> tuple[int, ...]:
 
 
 class Backbone(nn.Module):
-    """A frozen OpenCLIP ViT with its text tower, always in eval mode."""
+    """A frozen CLIP ViT (OpenCLIP's or timm's, vision_towers) with its text tower, always in eval mode."""
 
     def __init__(
         self,
-        visual: VisionTransformer,
+        visual: nn.Module,
         text: nn.Module | None,
         info: BackboneInfo,
         mean: tuple,
@@ -81,6 +82,7 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         self.visual = visual
+        self.tower = vision_tower(visual, info.model)  # embed, blocks, project
         self.text = text  # the text tower, until the prototypes exist
         self.info = info
         self.mean, self.std = tuple(mean), tuple(std)
@@ -93,20 +95,15 @@ class Backbone(nn.Module):
         return super().train(False)  # METHOD §2: frozen, patch dropout off, always
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch embedding, CLS token, positional embedding, ln_pre: (B,3,S,S) → (B,1+N,C)."""
-        v = self.visual
-        x = v.conv1(images)  # (B, C, h, w)
-        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, C)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(x)
+        """Patch embedding, CLS token, positional embedding, pre-norm: (B,3,S,S) → (B,1+N,C)."""
+        return self.tower.embed(images)
 
     def blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Run blocks start..stop-1 (0-based) on tokens (B, 1+N, C)."""
         # With gradients, nn.MultiheadAttention's slow path runs its projections as bmm; under CPU
         # autocast its fused path runs about 20× slower than these plain products (torch 2.14).
         plain = torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
-        for block in self.visual.transformer.resblocks[start:stop]:
+        for block in self.tower.blocks[start:stop]:
             x = block_forward(block, x) if plain and type(block) is ResidualAttentionBlock else block(x)
         return x
 
@@ -119,14 +116,14 @@ class Backbone(nn.Module):
         """
         if device.type != "cpu" or compute_dtype(device, precision) != torch.bfloat16:
             return
-        for block in self.visual.transformer.resblocks:
+        for block in self.tower.blocks:
             if type(block) is ResidualAttentionBlock:  # the blocks block_forward runs
                 block.attn.to(torch.bfloat16)
                 block.mlp.to(torch.bfloat16)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens into the joint space, as CLIP does for its CLS: ln_post then proj, (B,L,C) → (B,L,D)."""
-        return self.visual.ln_post(x) @ self.visual.proj
+        return self.tower.project(x)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text embeddings (n, D) of tokenised sentences (n, context)."""
@@ -206,9 +203,10 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
         # as the weights were trained (METHOD §2); the `paper` protocol runs OpenAI's with GELU
         quick_gelu = (source.quick_gelu and quick_gelu_for_openai) or bool(model_cfg.get("quick_gelu", False))
     visual, text, preprocess = build_towers(model, model_cfg, source, cfg, quick_gelu, with_text)
-    if not isinstance(visual, VisionTransformer):
-        raise ConfigError(f"{model} has a {type(visual).__name__} image tower; ClipMPCAD needs an OpenCLIP ViT")
-    info = _describe(visual, model, source, cfg, text)
+    tower = vision_tower(visual, model)
+    if isinstance(tower, TimmTower):
+        tower.resize(cfg.image_size)
+    info = _describe(tower, model, source, cfg, text)
     tokenizer = None
     if with_text:
         with offline_hub(not cfg.download):  # an hf-hub: model's tokenizer files come from the cache too
@@ -217,31 +215,29 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
 
 
 def _describe(
-    v: VisionTransformer, model: str, source: WeightsSource, cfg: BackboneConfig, text: nn.Module | None
+    tower: OpenClipTower | TimmTower, model: str, source: WeightsSource, cfg: BackboneConfig, text: nn.Module | None
 ) -> BackboneInfo:
-    depth = len(v.transformer.resblocks)
-    if cfg.image_size < v.patch_size[0]:
-        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {v.patch_size[0]}")
+    g = tower.geometry()
+    if cfg.image_size < g.patch_size:
+        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {g.patch_size}")
     # A side that the patch does not divide (240 with patch 14, METHOD §2) drops its last pixels:
     # the grid is ⌊S/p⌋, as OpenCLIP's force_image_size builds it.
-    levels = tuple(cfg.levels) if cfg.levels is not None else default_levels(depth)
-    if levels[-1] > depth:
-        raise ConfigError(f"levels {list(levels)} go past the {depth} blocks of {model}")
-    gelu = v.transformer.resblocks[0].mlp.gelu
-    h, w = v.grid_size
+    levels = tuple(cfg.levels) if cfg.levels is not None else default_levels(g.depth)
+    if levels[-1] > g.depth:
+        raise ConfigError(f"levels {list(levels)} go past the {g.depth} blocks of {model}")
     return BackboneInfo(
         model=model,
         weights=source.label,
         random=source.kind == "random",
-        quick_gelu=isinstance(gelu, QuickGELU),
+        quick_gelu=g.quick_gelu,
         image_size=cfg.image_size,
-        patch_size=v.patch_size[0],
-        grid=(h, w),
-        width=v.transformer.width,
-        embed_dim=v.proj.shape[1],
-        depth=depth,
+        patch_size=g.patch_size,
+        grid=g.grid,
+        width=g.width,
+        embed_dim=g.embed_dim,
+        depth=g.depth,
         levels=levels,
-        identity=_identity(model, source, cfg, isinstance(gelu, QuickGELU), text),
+        identity=_identity(model, source, cfg, g.quick_gelu, text),
     )
 
 

@@ -414,6 +414,27 @@ def test_a_paper_run_predicts_at_its_test_calibration_and_refuses_another_fpr(be
     assert rows[0]["calibration"] == "test" and rows[0]["test_selected"] == "True" and rows[0]["image_fpr"] == ""
     with pytest.raises(ConfigError, match=r"`paper` run are fitted on its test set.*drop --image-fpr"):
         Predictor.from_run(run, device="cpu", image_fpr=0.1)
+    assert Predictor.from_run(run, device="cpu", image_threshold=0.25).threshold == 0.25  # any run takes one
+
+
+def test_thresholds_set_outright_decide_and_are_recorded(brain_run, predictor, brain_images, tmp_path):
+    calibrated = predictor.predict(brain_images)
+    scores = np.array([p.score for p in calibrated])
+    middle = float(np.median(scores))
+    pixel = float(np.median(calibrated[0].anomaly_map))
+    mine = Predictor.from_run(brain_run, device="cpu", image_threshold=middle, pixel_threshold=pixel)
+    preds = mine.predict(brain_images)
+    assert [p.anomalous for p in preds] == [bool(s >= middle) for s in scores]  # scores unchanged, decisions moved
+    assert np.array_equal(preds[0].mask, calibrated[0].anomaly_map >= pixel)
+    rows = _read_csv(predict_to_folder(mine, brain_images[:1], tmp_path / "mine", progress=False))
+    assert (rows[0]["threshold_from"], rows[0]["pixel_threshold_from"]) == ("user", "user")
+    assert rows[0]["image_fpr"] == rows[0]["pixel_fpr"] == "" and float(rows[0]["threshold"]) == middle
+    only_image = Predictor.from_run(brain_run, device="cpu", image_threshold=middle)
+    assert only_image.user == (True, False) and only_image.pixel_fpr == 0.01 and only_image.image_fpr is None
+    with pytest.raises(ConfigError, match="give the image threshold or its false-positive target, not both"):
+        Predictor.from_run(brain_run, device="cpu", image_threshold=0.5, image_fpr=0.1)
+    with pytest.raises(ConfigError, match="pixel threshold must be a finite number"):
+        Predictor.from_run(brain_run, device="cpu", pixel_threshold=float("nan"))
 
 
 def test_a_classification_only_run_maps_its_det_branch(bench, tmp_path):

@@ -141,6 +141,10 @@ def _add_predict(verbs: Any) -> None:
     predict.add_argument("--weights", metavar="FILE", help=MOVED_WEIGHTS_HELP)
     predict.add_argument("--image-fpr", type=float, help="re-derive the image threshold for this false-positive rate")
     predict.add_argument("--pixel-fpr", type=float, help="re-derive the pixel threshold for this false-positive rate")
+    predict.add_argument(
+        "--threshold", type=float, help="image threshold, on the scale of the scores (score ≥ it: anomalous)"
+    )
+    predict.add_argument("--pixel-threshold", type=float, help="pixel threshold, on the scale of the maps")
     predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
@@ -323,6 +327,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pixel_fpr=args.pixel_fpr,
         precision=args.precision,
         weights=args.weights,
+        image_threshold=args.threshold,
+        pixel_threshold=args.pixel_threshold,
     )
     csv_path = predict_to_folder(
         predictor,

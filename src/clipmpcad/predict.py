@@ -55,6 +55,8 @@ CSV_COLUMNS = (
     "mask",
     "map",
     "levels",
+    "threshold_from",
+    "pixel_threshold_from",
 )
 _FIXED_BY = {"test": "fitted on its test set by `clipmpcad test`", "fixed": "fixed at probability 0.5"}
 
@@ -88,10 +90,17 @@ class Prediction:
 class Predictor:
     """A trained run that scores images at its thresholds; build it with `from_run`."""
 
-    def __init__(self, run: TrainedRun, image_fpr: float | None, pixel_fpr: float | None) -> None:
+    def __init__(
+        self,
+        run: TrainedRun,
+        image_fpr: float | None,
+        pixel_fpr: float | None,
+        user: tuple[bool, bool] = (False, False),
+    ) -> None:
         self.run = run
         self.image_fpr = image_fpr  # false-positive target of the image threshold; None: not a reference fit
         self.pixel_fpr = pixel_fpr
+        self.user = user  # (image, pixel): the threshold was given by the user, not calibrated
 
     @classmethod
     def from_run(
@@ -102,6 +111,8 @@ class Predictor:
         pixel_fpr: float | None = None,
         precision: str | None = None,
         weights: str | None = None,
+        image_threshold: float | None = None,
+        pixel_threshold: float | None = None,
     ) -> Predictor:
         """Load a run folder (checkpoint.load_run) on `device` at `precision` (default: the run's);
         weights: where its backbone weights are now, if they moved.
@@ -109,7 +120,14 @@ class Predictor:
         image_fpr / pixel_fpr refit a threshold for another false-positive target on the normal
         reference scores stored with the run; a lower target gives a higher threshold. A `paper` run
         uses the test-set calibration that `clipmpcad test` stored in its metrics.json.
+        image_threshold / pixel_threshold set a threshold outright, on the scale of the scores and
+        maps predictions report, for any run (an operating point chosen on data of one's own).
         """
+        for threshold, fpr, name in ((image_threshold, image_fpr, "image"), (pixel_threshold, pixel_fpr, "pixel")):
+            if threshold is not None and fpr is not None:
+                raise ConfigError(f"give the {name} threshold or its false-positive target, not both")
+            if threshold is not None and not math.isfinite(threshold):
+                raise ConfigError(f"the {name} threshold must be a finite number, got {threshold}")
         run = load_run(run_dir, device, precision, weights)
         calibration = run.detector.calibration or _test_calibration(run)
         reference = calibration.source == "reference"
@@ -127,11 +145,17 @@ class Predictor:
                 calibration = dataclasses.replace(calibration, pixel_threshold=pixel_threshold)
         except ConfigError as error:
             raise ConfigError(f"{run.run_dir}: {error}") from None
+        if image_threshold is not None:
+            calibration = dataclasses.replace(calibration, image_threshold=float(image_threshold))
+        if pixel_threshold is not None:
+            calibration = dataclasses.replace(calibration, pixel_threshold=float(pixel_threshold))
         run.detector.calibration = calibration
+        user = (image_threshold is not None, pixel_threshold is not None)
         if not reference:
-            return cls(run, None, None)
-        image_fpr = run.config.eval.image_fpr if image_fpr is None else image_fpr
-        return cls(run, image_fpr, run.config.eval.pixel_fpr if pixel_fpr is None else pixel_fpr)
+            return cls(run, None, None, user)
+        image_fpr = run.config.eval.image_fpr if image_fpr is None and not user[0] else image_fpr
+        pixel_fpr = run.config.eval.pixel_fpr if pixel_fpr is None and not user[1] else pixel_fpr
+        return cls(run, image_fpr, pixel_fpr, user)
 
     @property
     def calibration(self) -> Calibration:
@@ -488,6 +512,8 @@ def _csv_row(predictor: Predictor, pred: Prediction, name: str, files: dict[str,
         "calibration": predictor.calibration.source,
         "test_selected": predictor.test_selected,
         **files,
+        "threshold_from": "user" if predictor.user[0] else "calibration",
+        "pixel_threshold_from": "user" if predictor.user[1] else "calibration",
     }
 
 

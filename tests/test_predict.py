@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from clipmpcad import experiment
+from clipmpcad.cli import main
 from clipmpcad.config import RunConfig
 from clipmpcad.data.dataset import image_to_tensor
 from clipmpcad.data.synthetic import generate_benchmark
@@ -119,6 +120,16 @@ def test_inputs_that_are_not_images_are_data_errors(predictor, brain_images):
     with pytest.raises(ConfigError, match="batch_size must be an integer"):
         predictor.predict(brain_images[:1], batch_size=2.5)
     assert len(predictor.predict(p for p in brain_images[:2])) == 2  # a generator, e.g. Path.glob's
+
+
+def test_iter_predict_yields_predicts_results_one_batch_at_a_time(predictor, brain_images):
+    stream = predictor.iter_predict(brain_images, batch_size=2)
+    first = next(stream)  # the first result comes before the later batches are scored
+    rest = list(stream)
+    whole = predictor.predict(brain_images, batch_size=2)
+    assert [p.name for p in [first, *rest]] == [p.name for p in whole]
+    for a, b in zip([first, *rest], whole, strict=True):
+        assert a.score == b.score and np.array_equal(a.anomaly_map, b.anomaly_map)
 
 
 def test_results_do_not_depend_on_batch_size(predictor, brain_images, odd_images):
@@ -316,6 +327,30 @@ def test_a_bad_file_is_named_and_nothing_is_written(predictor, brain_images, tmp
         predict_to_folder(predictor, [*brain_images, truncated], out, batch_size=2, progress=False)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.png", "junk.png"]  # no partial folder either
+
+
+def test_skip_errors_keeps_the_good_files_and_names_the_bad_ones(predictor, brain_images, tmp_path):
+    from clipmpcad.predict import failed_rows
+
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")  # fails on its header, before scoring
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(brain_images[0].read_bytes()[:300])  # fails only while decoding, mid-batch
+    inputs = [brain_images[0], junk, *brain_images[1:4], truncated, brain_images[4]]
+    out = tmp_path / "kept"
+    csv_path = predict_to_folder(predictor, inputs, out, batch_size=3, skip_errors=True, progress=False)
+    rows = _read_csv(csv_path)
+    assert [r["file"] for r in rows] == [str(p) for p in inputs]  # every input, in input order
+    bad = {r["name"]: r["error"] for r in rows if r["error"]}
+    assert set(bad) == {"junk", "cut"} and "junk.png" in bad["junk"] and "cut.png" in bad["cut"]
+    assert failed_rows(csv_path) == 2 and all(r["score"] == "" for r in rows if r["error"])
+    good = [p for p in inputs if p not in (junk, truncated)]
+    alone = predictor.predict(good)
+    scored = [r for r in rows if not r["error"]]
+    np.testing.assert_allclose([float(r["score"]) for r in scored], [p.score for p in alone], rtol=1e-5, atol=1e-6)
+    assert len(list(out.glob("*_overlay.png"))) == len(good)
+    assert main(["predict", str(predictor.run.run_dir), *map(str, inputs), "--out", str(tmp_path / "cli"),
+                 "--skip-errors", "--quiet"]) == 1  # fmt: skip
 
 
 def test_bad_tensors_and_options_are_refused(predictor, tmp_path):

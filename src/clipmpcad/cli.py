@@ -145,6 +145,11 @@ def _add_predict(verbs: Any) -> None:
         "--threshold", type=float, help="image threshold, on the scale of the scores (score ≥ it: anomalous)"
     )
     predict.add_argument("--pixel-threshold", type=float, help="pixel threshold, on the scale of the maps")
+    predict.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="a file that cannot be read gets a row with its error instead of stopping the run (exit status 1)",
+    )
     predict.add_argument("--save-maps", choices=MAP_FORMATS, help="also save anomaly maps (float .npy or 16-bit PNG)")
     predict.add_argument("--save-levels", action="store_true", help="also save every level's zero-shot map")
     predict.add_argument("--sigma", type=float, help="Gaussian smoothing of the displayed maps")
@@ -312,7 +317,7 @@ def _print_record(record: dict[str, Any]) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data.folder import list_images
-    from .predict import Predictor, predict_to_folder, without_earlier_predictions
+    from .predict import Predictor, failed_rows, predict_to_folder, without_earlier_predictions
 
     inputs: list[Path] = []
     for item in args.inputs:
@@ -340,8 +345,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        skip_errors=args.skip_errors,
     )
-    print(f"{len(inputs)} images scored; results in {csv_path}")
+    failed = failed_rows(csv_path) if args.skip_errors else 0
+    print(f"{len(inputs) - failed} images scored; results in {csv_path}")
+    if failed:
+        print(f"clipmpcad: {failed} file(s) could not be read; their rows in {csv_path} say why", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -57,6 +57,7 @@ CSV_COLUMNS = (
     "levels",
     "threshold_from",
     "pixel_threshold_from",
+    "error",
 )
 _FIXED_BY = {"test": "fitted on its test set by `clipmpcad test`", "fixed": "fixed at probability 0.5"}
 
@@ -195,11 +196,18 @@ class Predictor:
             with_levels: also return each level's zero-shot map (Prediction.level_maps).
             batch_size: images per forward pass (memory, not results); None: self.batch_size.
         """
+        return list(self.iter_predict(inputs, with_levels=with_levels, batch_size=batch_size))
+
+    def iter_predict(
+        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int | None = None
+    ) -> Iterator[Prediction]:
+        """predict's results one at a time, as each batch is scored: for many or large images,
+        only a batch's maps are held at once (predict keeps them all). Inputs are checked first."""
         check_batch_size(batch_size)
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
-        batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
-        return [pred for batch in batches for _, pred in batch]
+        for batch in self.scored_batches(items, with_levels=with_levels, batch_size=batch_size):
+            yield from (pred for _, pred in batch)
 
     def scored_batches(
         self,
@@ -409,6 +417,7 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     overwrite: bool = False,
     batch_size: int | None = None,
     progress: bool = True,
+    skip_errors: bool = False,
 ) -> Path:
     """Score image files into `out`; returns the path of its predictions.csv.
 
@@ -420,30 +429,82 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     predictor's (the run's test batch on its device). Options, every input's
     header and the folder are checked before any scoring; the folder is built aside and moved into
     place when complete, so a failure leaves nothing behind. `overwrite` replaces an earlier
-    prediction folder (one holding predictions.csv) as a whole.
+    prediction folder (one holding predictions.csv) as a whole. skip_errors: a file that cannot be
+    read gets a row with its `error` instead of stopping the run (count them with `failed_rows`).
     """
     check_options(save_maps, save_levels, sigma, batch_size)
-    paths, out = [Path(p) for p in inputs], Path(out)
+    paths, out = list(dict.fromkeys(Path(p) for p in inputs)), Path(out)  # a file named twice: scored once
     if not paths:
         raise DataError("no input images to predict")
     check_output_folder(out, overwrite, what="prediction", markers=(CSV_NAME,), inputs=paths)
-    check_readable(paths)
-    names = unique_stems(paths)
+    errors = _header_errors(paths, skip_errors)
+    names = dict(zip(paths, unique_stems(paths), strict=True))
     sigma = predictor.run.config.eval.sigma if sigma is None else sigma
-    rows = []
+    rows = {path: _error_row(path, names[path], error) for path, error in errors.items()}
+    readable = [p for p in paths if p not in errors]
+    batch_size = predictor.batch_size if batch_size is None else batch_size
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
+    bar.update(len(errors))
     with staged_folder(out) as stage:  # checked above
-        stems = iter(names)
-        for batch in predictor.scored_batches(paths, with_levels=save_levels, batch_size=batch_size):
-            for image, pred in batch:
-                name = next(stems)
-                files = write_outputs(stage, name, np.asarray(image), pred, save_maps, sigma)
-                rows.append(_csv_row(predictor, pred, name, files))
-            bar.update(len(batch))
+        for start in range(0, len(readable), batch_size):
+            chunk = readable[start : start + batch_size]
+            for path, image, pred in _scored(predictor, chunk, save_levels, skip_errors):
+                if pred is None:  # the file failed while decoding (image holds the reason)
+                    rows[path] = _error_row(path, names[path], image)
+                    continue
+                files = write_outputs(stage, names[path], np.asarray(image), pred, save_maps, sigma)
+                rows[path] = _csv_row(predictor, pred, names[path], files)
+            bar.update(len(chunk))
         # file names that are not UTF-8 (the system's bytes) go back into the CSV as those bytes
-        write_bytes(stage / CSV_NAME, _csv_text(rows).encode("utf-8", "surrogateescape"))
+        text = _csv_text([rows[p] for p in paths])
+        write_bytes(stage / CSV_NAME, text.encode("utf-8", "surrogateescape"))
     bar.close()
     return out / CSV_NAME
+
+
+def failed_rows(csv_path: str | Path) -> int:
+    """Rows of a predictions.csv whose file could not be read (predict_to_folder's skip_errors)."""
+    with open(csv_path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        return sum(1 for row in csv.DictReader(handle) if row.get("error"))
+
+
+def _header_errors(paths: Sequence[Path], skip: bool) -> dict[Path, str]:
+    """Each file's header read before any scoring: the first bad one raises, or with `skip` every
+    bad one is kept with its reason."""
+    if not skip:
+        check_readable(paths)
+        return {}
+    errors = {}
+    for path in paths:
+        try:
+            image_size(path)
+        except DataError as error:
+            errors[path] = str(error)
+    return errors
+
+
+def _scored(
+    predictor: Predictor, chunk: Sequence[Path], with_levels: bool, skip: bool
+) -> Iterator[tuple[Path, Any, Prediction | None]]:
+    """(path, RGB image, prediction) of one batch; with `skip`, a batch that fails while decoding is
+    scored again file by file, and a file that fails alone comes back as (path, reason, None)."""
+    try:
+        (batch,) = predictor.scored_batches(chunk, with_levels=with_levels, batch_size=len(chunk))
+    except DataError as error:
+        if not skip:
+            raise
+        if len(chunk) == 1:
+            yield chunk[0], str(error), None
+            return
+        for path in chunk:
+            yield from _scored(predictor, [path], with_levels, skip)
+        return
+    for path, (image, pred) in zip(chunk, batch, strict=True):
+        yield path, image, pred
+
+
+def _error_row(path: Path, name: str, error: str) -> dict[str, Any]:
+    return {"file": str(path), "name": name, "error": error}
 
 
 def check_options(save_maps: str | None, save_levels: bool, sigma: float | None, batch_size: int | None) -> None:

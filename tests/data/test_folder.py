@@ -119,6 +119,8 @@ def test_list_images_file_folder_recursive_and_glob(folder_root, files):
     with pytest.warns(UserWarning, match=left_out + "$"):  # hidden folders are not searched either
         assert len(list_images(folder_root / "normal", recursive=True)) == 5
     assert list_images(folder_root / "normal" / "n1.png") == [folder_root / "normal" / "n1.png"]
+    hidden = folder_root / "normal" / ".hidden.png"
+    assert list_images(hidden) == [hidden]  # named outright: taken, though a folder listing passes it over
     assert [p.name for p in list_images(str(folder_root / "*" / "a*.jpg"))] == ["a0.jpg", "a1.jpg", "a2.jpg"]
     assert len(list_images(str(folder_root / "**" / "*.png"))) == 7  # normal 4+1, masks 2
 

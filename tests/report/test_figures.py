@@ -39,6 +39,25 @@ def test_overlay_colours_each_pixel_by_its_clipped_value():
     np.testing.assert_array_equal(heatmap_overlay(image, amap, 0.0, 1.0, alpha=0.0), image)
 
 
+def test_a_large_overlay_is_drawn_in_bands_the_same_and_in_bounded_memory():
+    import tracemalloc
+
+    import matplotlib
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (2000, 1500, 3), dtype=np.uint8)
+    amap = rng.random((2000, 1500)).astype(np.float32)
+    tracemalloc.start()
+    out = heatmap_overlay(image, amap, 0.2, 0.9, alpha=0.4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 150 * 2**20  # all at once in float64 it is about 200 bytes a pixel: 600 MB here
+    rows = [0, 255, 256, 257, 1999]  # across band edges
+    colour = matplotlib.colormaps["jet"](np.clip((amap[rows].astype(np.float64) - 0.2) / 0.7, 0, 1))[..., :3] * 255
+    expected = np.clip(np.rint(0.6 * image[rows] + 0.4 * colour), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out[rows], expected)
+
+
 def test_smoothing_changes_the_display_only():
     image = np.zeros((9, 9, 3), dtype=np.uint8)
     amap = np.zeros((9, 9))

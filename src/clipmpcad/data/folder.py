@@ -152,7 +152,7 @@ def list_images(path_or_glob: str | Path, recursive: bool = False) -> list[Path]
         return list_image_files(path, recursive=recursive)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if not is_image_file(path):
+    if path.suffix.lower() not in IMAGE_SUFFIXES:  # a file named outright counts even when hidden
         raise DataError(f"{path}: not an image file (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     return [path]
 

@@ -69,9 +69,17 @@ def heatmap_overlay(
     if amap.shape != image_rgb.shape[:2]:
         raise DataError(f"map {amap.shape} and image {image_rgb.shape[:2]} differ: resize the map")
     amap = display_map(amap, sigma)
-    colour = matplotlib.colormaps[cmap](_normalise(amap, vmin, vmax))[..., :3] * 255.0  # (H,W,3)
-    blended = (1.0 - alpha) * image_rgb + alpha * colour
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    colours = matplotlib.colormaps[cmap]
+    out = np.empty(image_rgb.shape, dtype=np.uint8)
+    for top in range(0, amap.shape[0], _OVERLAY_ROWS):  # in bands: a 48-MP photo needs no 6 GB of float64
+        rows = slice(top, top + _OVERLAY_ROWS)
+        colour = colours(_normalise(amap[rows], vmin, vmax))[..., :3] * 255.0  # (h,W,3)
+        blended = (1.0 - alpha) * image_rgb[rows] + alpha * colour
+        out[rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+_OVERLAY_ROWS = 256  # rows per band of heatmap_overlay
 
 
 def draw_contour(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int = 1) -> np.ndarray:

@@ -3,12 +3,15 @@ or a mount point that cannot be renamed."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
-from clipmpcad.atomic import staged_folder
+from clipmpcad.atomic import remove_leftovers, staged_folder
 
 
 def fill(stage, names) -> None:
@@ -43,21 +46,53 @@ def test_a_link_to_a_folder_stays_a_link_and_its_folder_gets_the_files(tmp_path)
     assert [p.name for p in (tmp_path / "big_disk").iterdir()] == ["results"]
 
 
-def test_a_mount_point_is_filled_in_place_last_written_last(tmp_path, monkeypatch) -> None:
+def test_a_mount_point_is_filled_in_place_with_the_marker_last(tmp_path, monkeypatch) -> None:
     mount = tmp_path / "mnt"
     mount.mkdir()
     (mount / "stale.png").write_text("old")
     (mount / "stale_dir").mkdir()
+    (mount / "lost+found").mkdir()  # a fresh volume's own folder
     monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == os.fspath(mount))
-    renamed = []
-    real_rename = os.rename
-    monkeypatch.setattr(os, "rename", lambda a, b: renamed.append(os.path.basename(b)) or real_rename(a, b))
-    with staged_folder(mount) as stage:
+    moved = []
+    real_move = shutil.move
+    monkeypatch.setattr(shutil, "move", lambda a, b: moved.append(os.path.basename(b)) or real_move(a, b))
+    with staged_folder(mount, last=("predictions.csv",)) as stage:
         assert stage.parent == mount  # built inside: a mount point cannot be renamed away
-        fill(stage, ["x.png", "y.png", "predictions.csv"])
-    assert sorted(p.name for p in mount.iterdir()) == ["predictions.csv", "x.png", "y.png"]
-    assert renamed == ["x.png", "y.png", "predictions.csv"]  # the CSV, written last, appears last
+        fill(stage, ["predictions.csv", "x.png", "y.png"])
+        for name in ("predictions.csv", "x.png", "y.png"):
+            os.utime(stage / name, ns=(10**18, 10**18))  # one timestamp for all, as on a coarse file system
+    assert sorted(p.name for p in mount.iterdir()) == ["lost+found", "predictions.csv", "x.png", "y.png"]
+    assert moved == ["x.png", "y.png", "predictions.csv"]  # the marker, which says "complete", comes last
     with pytest.raises(RuntimeError), staged_folder(mount) as stage:
         fill(stage, ["z.png"])
         raise RuntimeError("scoring failed")
-    assert sorted(p.name for p in mount.iterdir()) == ["predictions.csv", "x.png", "y.png"]
+    assert sorted(p.name for p in mount.iterdir()) == ["lost+found", "predictions.csv", "x.png", "y.png"]
+
+
+def test_a_target_that_is_busy_to_rename_is_filled_in_place(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "bind"  # a bind mount of the same file system: os.path.ismount cannot tell
+    target.mkdir()
+    (target / "old.png").write_text("old")
+    real_rename = Path.rename
+
+    def rename(self, to):
+        if self == target:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with staged_folder(target, last=("predictions.csv",)) as stage:
+        fill(stage, ["a.png", "predictions.csv"])
+    assert sorted(p.name for p in target.iterdir()) == ["a.png", "predictions.csv"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bind"]
+
+
+def test_leftovers_are_found_where_their_stage_was_built(tmp_path) -> None:
+    real = tmp_path / "disk" / "results"
+    real.mkdir(parents=True)
+    link = tmp_path / "results"
+    link.symlink_to(real)
+    leftover = real.parent / ".results.abc123.partial"  # a killed run's stage, beside the link's folder
+    leftover.mkdir()
+    remove_leftovers(link)
+    assert not leftover.exists() and real.is_dir()

@@ -90,6 +90,9 @@ def test_zero_shot_trained_on_other_categories(synthetic_benchmark, tmp_path) ->
     assert experiment.test_run(run, progress=False, report=False)["adapter"] == "madff"
     with pytest.raises(ClipMPCADError, match="test category itself"):
         experiment.train_run(cfg, tmp_path / "leak", progress=False, train_on=["SynthBrain"])
+    for spelling in (f"{s.root}/", f"{s.root}/../{s.root.name}"):  # the same root, spelled otherwise
+        with pytest.raises(ClipMPCADError, match="test category itself"):
+            experiment.train_run(cfg, tmp_path / "leak", progress=False, train_on=[f"bmad:{spelling}:SynthBrain"])
     with pytest.raises(ClipMPCADError, match="--protocol zero-shot"):
         experiment.train_run(
             tiny_run_config(s.dataset, s.root, s.category), tmp_path / "x", progress=False, train_on=["SynthChest"]
@@ -104,7 +107,13 @@ def test_several_seeds_report_mean_and_std(synthetic_benchmark, tmp_path) -> Non
     assert "±" in text and "RANDOM" in text
     shots = [read(tmp_path / "seeds" / f"seed-{n}" / "shots.json") for n in (1, 2)]
     assert shots[0]["seed"] == 1 and shots[1]["seed"] == 2 and shots[0]["normal"] != shots[1]["normal"]
-    assert read(tmp_path / "seeds" / "seeds.json")  # the table as JSON
+    summary = read(tmp_path / "seeds" / "seeds.json")  # the table as JSON, with what to read it by
+    assert (summary["protocol"], summary["test_selected"], summary["random_weights"]) == ("clean", False, True)
+    assert summary["seeds"] == [1, 2] and summary["rows"][0]["metrics"]["image_auroc"]["n"] == 2
+    assert "NOTE: RANDOM" in (tmp_path / "seeds" / "seeds.md").read_text()
+    with pytest.raises(ClipMPCADError, match="--seeds names 3 more than once"):
+        experiment.train_seeds(cfg, [3, 3], tmp_path / "twice", progress=False)
+    assert not (tmp_path / "twice").exists()
 
 
 def test_list_files_fix_the_shots_and_seeds_the_training(synthetic_benchmark, tmp_path) -> None:
@@ -136,3 +145,19 @@ def test_repeat_a_run_from_its_shot_file(synthetic_benchmark, tmp_path) -> None:
     )
     a, b = read(first / "shots.json"), read(again / "shots.json")
     assert (a["normal"], a["abnormal"]) == (b["normal"], b["abnormal"])
+
+
+def test_a_shot_file_is_held_to_the_protocols_rule_on_abnormal_shots(synthetic_benchmark, tmp_path) -> None:
+    s = brain(synthetic_benchmark)
+    clean = experiment.train_run(tiny_run_config(s.dataset, s.root, s.category, train={"epochs": 0}), tmp_path / "c")
+    normal_only = tiny_run_config(
+        s.dataset, s.root, s.category, protocol="normal-only", data={"shot_file": str(clean / "shots.json")}
+    )
+    with pytest.warns(UserWarning, match=r"the 2 abnormal shots are not used: the normal-only protocol trains on none"):
+        run = experiment.train_run(normal_only.with_overrides({"train.epochs": 0}), tmp_path / "n", progress=False)
+    shots = read(run / "shots.json")
+    assert shots["abnormal"] == [] and shots["normal"] == read(clean / "shots.json")["normal"]
+    back = tiny_run_config(s.dataset, s.root, s.category, data={"shot_file": str(run / "shots.json")})
+    with pytest.raises(ClipMPCADError, match=r"lists no abnormal shots, but the clean protocol trains on k of them"):
+        experiment.train_run(back, tmp_path / "c2", progress=False)
+    assert not (tmp_path / "c2").exists()

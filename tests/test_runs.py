@@ -210,3 +210,15 @@ def test_a_timm_vit_model_trains_tests_and_predicts(synthetic_benchmark, tmp_pat
     rows = (out / "predictions.csv").read_text().splitlines()[1:]
     assert len(rows) == metrics["n_test_images"] + metrics["removed_from_test"]  # the whole folder, shots too
     capsys.readouterr()
+
+
+def test_a_run_loads_with_the_levels_it_was_trained_after(synthetic_benchmark, tmp_path, monkeypatch) -> None:
+    from clipmpcad import backbone
+    from clipmpcad.checkpoint import load_run
+
+    s = tile(synthetic_benchmark)
+    cfg = tiny_run_config("mvtec", s.root, s.category, backbone={"model": "clipmpcad-small", "image_size": 56})
+    run = experiment.train_run(cfg.with_overrides({"train.epochs": 0}), tmp_path / "run", progress=False)
+    assert load_run(run).info.levels == (2, 4, 6, 8)
+    monkeypatch.setattr(backbone, "default_levels", lambda depth: (1, 3, 5, 8))  # a later rule for the default
+    assert load_run(run).info.levels == (2, 4, 6, 8)  # the saved ones, not whatever the rule says now

@@ -5,13 +5,14 @@ nothing behind. Permissions follow the umask, like any file the user writes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,27 +62,33 @@ def save_torch(path: str | Path, obj: Any) -> Path:
 
 
 @contextlib.contextmanager
-def staged_folder(target: str | Path) -> Iterator[Path]:
+def staged_folder(target: str | Path, last: Sequence[str] = ()) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; on success it takes `target`'s place (an old
     `target` is moved aside first and deleted last), on error it is removed. The caller decides
     beforehand whether replacing `target` is allowed.
 
     A `target` that is a link to a folder is written where it points (the link stays). A mount
-    point cannot be renamed, so there the folder is built inside `target` and its files are moved
-    up one by one, in the order they were written, once all are done."""
+    point cannot be renamed, so there (or where renaming `target` fails as busy: a bind mount) the
+    folder's old entries are removed and the new ones moved in, oldest first and the files named
+    in `last` (the markers that say the folder is complete) after all others."""
     target, home = staging_place(target)
-    inside = home == target
     home.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGE_SUFFIX, dir=home))
     try:
         yield stage
         stage.chmod(0o777 & ~_umask())  # mkdtemp makes private folders
-        if inside:
-            _replace_contents(target, stage)
+        if home == target:
+            _replace_contents(target, stage, last)
             return
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         if target.exists():
-            target.rename(old)
+            try:
+                target.rename(old)
+            except OSError as error:
+                if error.errno != errno.EBUSY:
+                    raise
+                _replace_contents(target, stage, last)
+                return
         stage.rename(target)
         if old.exists():
             shutil.rmtree(old) if old.is_dir() else old.unlink()
@@ -99,21 +106,26 @@ def staging_place(target: str | Path) -> tuple[Path, Path]:
     return target, target if target.is_dir() and os.path.ismount(target) else target.parent
 
 
-def _replace_contents(target: Path, stage: Path) -> None:
-    """Empty `target` but for `stage`, then move the staged entries into it, oldest first."""
+FILESYSTEM_ENTRIES = ("lost+found",)  # a fresh volume's own: never user data, never removed
+
+
+def _replace_contents(target: Path, stage: Path, last: Sequence[str]) -> None:
+    """Empty `target` but for `stage` (and FILESYSTEM_ENTRIES), then move the staged entries in:
+    oldest first, those named in `last` at the end in that order."""
     for child in target.iterdir():
-        if child != stage:
+        if child != stage and child.name not in FILESYSTEM_ENTRIES:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    for child in sorted(stage.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name)):
-        child.rename(target / child.name)
+    rank = {name: i + 1 for i, name in enumerate(last)}  # 0: any other entry, moved before these
+    for child in sorted(stage.iterdir(), key=lambda p: (rank.get(p.name, 0), p.stat().st_mtime_ns, p.name)):
+        shutil.move(child, target / child.name)  # a rename, or a copy where the stage lies on another device
 
 
 def remove_leftovers(target: str | Path) -> None:
-    """What a killed process left of writing `target`: its staged folders beside it and the
-    temporary files inside it (the names write_bytes and staged_folder give them)."""
-    target = Path(target)
-    if target.parent.is_dir():
-        for stage in target.parent.glob(f".{target.name}.*{STAGE_SUFFIX}"):
+    """What a killed process left of writing `target`: its staged folders where staged_folder
+    builds them and the temporary files inside it (the names write_bytes and staged_folder give them)."""
+    target, home = staging_place(target)
+    if home.is_dir():
+        for stage in home.glob(f".{target.name}.*{STAGE_SUFFIX}"):
             shutil.rmtree(stage, ignore_errors=True)
     if target.is_dir():
         for temp in target.glob(".*.tmp"):

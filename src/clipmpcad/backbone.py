@@ -18,7 +18,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from .config import BackboneConfig, brings_own_weights
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
 from .vision_towers import OpenClipTower, TimmTower, vision_tower
@@ -209,8 +209,11 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
     info = _describe(tower, model, source, cfg, text)
     tokenizer = None
     if with_text:
-        with offline_hub(not cfg.download):  # an hf-hub: model's tokenizer files come from the cache too
-            tokenizer = open_clip.get_tokenizer(model)
+        try:
+            with offline_hub(not cfg.download):  # an hf-hub: model's tokenizer files come from the cache too
+                tokenizer = open_clip.get_tokenizer(model)
+        except Exception as error:  # missing or unreadable tokenizer files, a missing package
+            raise CheckpointError(f"cannot load the tokenizer of {model}: {type(error).__name__}: {error}") from error
     return Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"), tokenizer)
 
 

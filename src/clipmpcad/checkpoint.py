@@ -88,6 +88,9 @@ def load_run(
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / 'model.pt'} is not a ClipMPCAD checkpoint of format {CHECKPOINT_FORMAT}")
     meta = RunMeta(**saved["meta"])
+    trained_levels = saved.get("backbone", {}).get("levels")
+    if config.backbone.levels is None and trained_levels:  # the blocks it was trained after, whatever
+        config = config.with_overrides({"backbone.levels": list(trained_levels)})  # default_levels says now
     protocol = get_protocol(config.protocol)
     backbone = load_backbone(config.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai, with_text=False)
     if not same_weights(backbone, saved["fingerprint"]):

@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipMPCADError as error:
         print(f"clipmpcad: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("clipmpcad: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("clipmpcad: interrupted", file=sys.stderr)
         return 130
@@ -55,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 _PACKAGE = Path(__file__).parent
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding as Ctrl-C does; the exit status is 143 (128 + SIGTERM), Ctrl-C's 130."""
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's or `kill`'s) ends a verb as Ctrl-C does: its staged folders are
@@ -64,7 +71,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

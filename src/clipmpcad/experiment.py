@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_m
 from .config import RunConfig
 from .data import CategoryData, load_category
 from .data.dataset import load_batch
-from .data.fewshot import Shots, evaluation_samples, read_shots, select_shots, shots_to_json
+from .data.fewshot import Shots, evaluation_samples, normal_shots_only, read_shots, select_shots, shots_to_json
 from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibration
 from .errors import ConfigError
 from .evaluation import REPORT_CASES, Evaluation, Preprocess, WorstMaps, evaluate, fit_test_calibration
@@ -51,8 +53,22 @@ def load_data(cfg: RunConfig) -> CategoryData:
 
 
 def choose_shots(cfg: RunConfig, data: CategoryData, protocol: Protocol) -> Shots:
+    """The run's shots: a shot file's (held to the protocol's rule on abnormal shots) or sampled."""
     if cfg.data.shot_file:
-        return read_shots(cfg.data.shot_file, data)
+        shots = read_shots(cfg.data.shot_file, data)
+        if shots.abnormal and not protocol.abnormal_shots:  # e.g. a clean run's file for a normal-only run
+            warnings.warn(
+                f"{cfg.data.shot_file}: the {len(shots.abnormal)} abnormal shots are not used: the "
+                f"{protocol.name} protocol trains on none (its normal shots are used)",
+                stacklevel=2,
+            )
+            return normal_shots_only(shots, data)
+        if protocol.abnormal_shots and not shots.abnormal:
+            raise ConfigError(
+                f"{cfg.data.shot_file}: lists no abnormal shots, but the {protocol.name} protocol trains on "
+                f"k of them; give a file with abnormal shots, or --protocol normal-only"
+            )
+        return shots
     return select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source, normal_only=not protocol.abnormal_shots)
 
 
@@ -211,7 +227,8 @@ def run_inputs(cfg: RunConfig, train_on: Sequence[str] = ()) -> list[Path]:
 
 def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryData:
     data = load_category(*_train_on_category(cfg, item))
-    if (data.dataset, data.root, data.category) == (target.dataset, target.root, target.category):
+    same_root = Path(data.root).resolve() == Path(target.root).resolve()  # however either is spelled
+    if (data.dataset, data.category) == (target.dataset, target.category) and same_root:
         raise ConfigError(f"--train-on {item} is the test category itself: zero-shot must not train on it")
     return data
 
@@ -240,7 +257,11 @@ def train_seeds(
     progress: bool = True,
     train_on: Sequence[str] | None = None,
 ) -> str:
-    """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary."""
+    """Train and test one run per seed into OUT/seed-N; write and return the mean ± std summary
+    (seeds.md and seeds.json say, as every printed result does, what was run and how to read it)."""
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds names {', '.join(map(str, repeated))} more than once; each seed is one run")
     inputs = run_inputs(cfg, train_on or ())
     for seed in seeds:
         check_new_run_dir(out / f"seed-{seed}", overwrite, inputs)
@@ -260,9 +281,13 @@ def train_seeds(
         )
         results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
     table = benchmark_table(results)
-    write_text(out / "seeds.md", table.to_markdown())
-    write_text(out / "seeds.json", table.to_json())
-    return describe_header(results[0].metrics) + table.to_markdown()
+    first = results[0].metrics
+    header = describe_header(first)
+    write_text(out / "seeds.md", header + "\n" + table.to_markdown())
+    flags = {"protocol": first["protocol"], "test_selected": first["test_selected"]}
+    flags |= {"random_weights": first["backbone"]["random"], "seeds": list(seeds)}
+    write_json(out / "seeds.json", {**flags, "rows": json.loads(table.to_json())})
+    return header + table.to_markdown()
 
 
 def describe_header(record: dict[str, Any]) -> str:

@@ -202,12 +202,13 @@ class Predictor:
         self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int | None = None
     ) -> Iterator[Prediction]:
         """predict's results one at a time, as each batch is scored: for many or large images,
-        only a batch's maps are held at once (predict keeps them all). Inputs are checked first."""
+        only a batch's maps are held at once (predict keeps them all). The inputs are checked here,
+        before the first result is asked for."""
         check_batch_size(batch_size)
         items = _as_list(inputs)
         check_readable([x for x in items if isinstance(x, Path)])
-        for batch in self.scored_batches(items, with_levels=with_levels, batch_size=batch_size):
-            yield from (pred for _, pred in batch)
+        batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
+        return (pred for batch in batches for _, pred in batch)
 
     def scored_batches(
         self,
@@ -445,7 +446,7 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     batch_size = predictor.batch_size if batch_size is None else batch_size
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
     bar.update(len(errors))
-    with staged_folder(out) as stage:  # checked above
+    with staged_folder(out, last=(CSV_NAME,)) as stage:  # checked above
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
             for path, image, pred in _scored(predictor, chunk, save_levels, skip_errors):

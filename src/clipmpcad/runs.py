@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .atomic import staged_folder, staging_place
+from .atomic import FILESYSTEM_ENTRIES, staged_folder, staging_place
 from .errors import CheckpointError, ConfigError, load_failure
 
 
@@ -61,7 +61,7 @@ def check_output_folder(
         raise ConfigError(f"{what} folder {out} would lie under {nearest}, which is a file; choose another --out")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} folder {out}: no permission to write in {nearest}; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(p.name in FILESYSTEM_ENTRIES for p in out.iterdir()):  # empty, or a fresh volume
         return
     if not overwrite:
         raise ConfigError(f"{what} folder {out} exists and is not empty; choose another --out or pass --overwrite")
@@ -88,7 +88,7 @@ def staged_run_dir(path: str | Path, overwrite: bool = False, inputs: Iterable[s
     folder is ever left behind (atomic.staged_folder), and nothing is replaced unless asked."""
     path = Path(path)
     check_new_run_dir(path, overwrite, inputs)
-    with staged_folder(path) as stage:
+    with staged_folder(path, last=RUN_FILES) as stage:
         yield stage
 
 

@@ -187,10 +187,10 @@ def image_threshold(reference_scores: np.ndarray, fpr: float) -> float:
     """upper_quantile of the reference image scores, with a warning where they are too few to
     resolve `fpr` (the threshold then sits just above the highest of them)."""
     n = len(reference_scores)
-    if fpr * n < 1:
+    if n > 1 and fpr * (n - 1) < 1:  # upper_quantile then picks the highest score (method "higher")
         warnings.warn(
             f"{n} reference scores cannot resolve an image false-positive target of {fpr:.1%} (the finest is "
-            f"{1 / n:.1%}): the image threshold is just above the highest reference score",
+            f"{1 / (n - 1):.1%}): the image threshold is just above the highest reference score",
             stacklevel=3,
         )
     return upper_quantile(reference_scores, fpr)

@@ -7,7 +7,9 @@ the same seed), so a random-init tower equals the one inside `open_clip.create_m
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import open_clip
@@ -15,7 +17,7 @@ import torch
 from open_clip.model import _build_text_tower, _build_vision_tower  # stable across open-clip 3.x
 from torch import nn
 
-from .config import BackboneConfig, brings_own_weights
+from .config import LOCAL_DIR, BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError, load_failure
 from .runtime import fixed_torch_seed
 from .weights import WeightsSource, concrete_weights, offline_hub, read_state_dict
@@ -65,6 +67,7 @@ def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool | None, wi
     """local-dir: and hf-hub: models: OpenCLIP reads their config and weights itself, and must find
     weights (no silent random init). quick_gelu None: as the model's own config says."""
     chosen = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+    _check_patch(model, cfg.image_size)
     logging.disable(logging.WARNING)  # OpenCLIP's own notes; failures are raised below
     try:
         with fixed_torch_seed(cfg.init_seed), offline_hub(not cfg.download):
@@ -84,6 +87,20 @@ def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool | None, wi
     visual = clip.visual
     clip.visual = nn.Identity()  # what is left is the text tower, with CLIP's encode_text
     return visual.float().eval(), clip.float().eval() if with_text else None, preprocess
+
+
+def _check_patch(model: str, image_size: int) -> None:
+    """A local-dir: OpenCLIP ViT's patch against image_size, from its config, before anything is
+    resized to an empty grid (a timm tower is checked when it is resized)."""
+    if not model.startswith(LOCAL_DIR):
+        return
+    config = Path(model.removeprefix(LOCAL_DIR)).expanduser() / "open_clip_config.json"
+    try:
+        patch = json.loads(config.read_text())["model_cfg"]["vision_cfg"].get("patch_size")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # building reports what is wrong with the folder
+    if isinstance(patch, int) and image_size < patch:
+        raise ConfigError(f"image_size {image_size} is smaller than {model}'s patch size {patch}")
 
 
 def _why(error: Exception, model: str) -> str:

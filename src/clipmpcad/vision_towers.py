@@ -78,6 +78,9 @@ class TimmTower:
 
     def resize(self, image_size: int) -> None:
         """Inputs of image_size: timm resamples the positional embedding (bicubic, as OpenCLIP's)."""
+        patch = self.trunk.patch_embed.patch_size[0]
+        if image_size < patch:
+            raise ConfigError(f"image_size {image_size} is smaller than the patch size {patch}")
         if tuple(self.trunk.patch_embed.img_size) != (image_size, image_size):
             self.trunk.set_input_size(img_size=image_size)
 

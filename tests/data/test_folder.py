@@ -136,6 +136,12 @@ def test_list_images_errors(folder_root):
     (folder_root / "void").mkdir()
     with pytest.raises(DataError, match=r"void: image folder has no image files \([^)]*\)$"):
         list_images(folder_root / "void")
+    (folder_root / "void" / "2024").mkdir()
+    with pytest.raises(
+        DataError, match=r"void: image folder has no image files .*; it holds 2024/ \(sub-folders are not"
+    ):
+        list_images(folder_root / "void")
+    (folder_root / "void" / "2024").rmdir()
     (folder_root / "void" / "scan.gif").write_bytes(b"GIF89a")
     with pytest.raises(DataError, match=r"void: image folder has no image files \(.*\); it holds scan\.gif$"):
         list_images(folder_root / "void")

@@ -198,6 +198,11 @@ def _named(names: list[str], pool: tuple[Sample, ...], k: int, path: Path, part:
     return tuple(by_name[n] for n in names)
 
 
+def normal_shots_only(shots: Shots, data: CategoryData) -> Shots:
+    """`shots` without its abnormal ones, and with the count removed from the test split recounted."""
+    return _shots(data, shots.k, shots.seed, shots.source, shots.normal, ())
+
+
 def _shots(
     data: CategoryData, k: int, seed: int | None, source: str, normal: tuple[Sample, ...], abnormal: tuple[Sample, ...]
 ) -> Shots:

@@ -31,10 +31,12 @@ def list_image_files(folder: Path, *, recursive: bool = False, what: str = "imag
     files = sorted(p for p in entries if p.is_file() and is_image_file(p))
     others = sorted(p.relative_to(folder).as_posix() for p in entries if p.is_file() and not is_image_file(p))
     others = [name for name in others if Path(name).name.lower() not in _SYSTEM_FILES]
-    if not files:
-        found = f"; it holds {show_names(others)}" if others else ""
-        raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)}){found}")
     folders = [] if recursive else sorted(p.name + "/" for p in entries if p.is_dir())
+    if not files:
+        held = others + folders
+        found = f"; it holds {show_names(held)}" if held else ""
+        deeper = " (sub-folders are not searched here; predict searches them with --recursive)" if folders else ""
+        raise DataError(f"{folder}: {what} folder has no image files ({', '.join(IMAGE_SUFFIXES)}){found}{deeper}")
     links = sorted(
         p.relative_to(folder).as_posix() + "/" for p in entries if recursive and p.is_symlink() and p.is_dir()
     )

@@ -91,6 +91,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if path.suffix.lower() == ".dcm":
         ds = _dcmread(path, stop_before_pixels=True)
+        if "Rows" not in ds or "Columns" not in ds:
+            raise DataError(f"{path}: DICOM file holds no image (no Rows/Columns)")
         return int(ds.Columns), int(ds.Rows)
     try:
         with Image.open(path) as img:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import DOMAINS, MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
+from .config import DEMO_EPOCHS, DOMAINS, MAP_FORMATS, PIXEL_RESOLUTIONS, PRECISIONS
 from .errors import ClipMPCADError
 from .options import add_run_options, config_from_args, option_help
 
@@ -172,8 +172,8 @@ def _add_predict(verbs: Any) -> None:
 def _add_demo(verbs: Any) -> None:
     """demo: the generated benchmark end to end."""
     demo = verbs.add_parser("demo", help="generate a benchmark, train, test and print a table (tiny model)")
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs per dataset")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the generated benchmark")
+    demo.add_argument("--epochs", type=int, default=None, help=f"training epochs per dataset (default {DEMO_EPOCHS})")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated benchmark (default 0)")
     _add_out(demo, required=False, default="runs/demo")
     demo.set_defaults(handler=cmd_demo)
 
@@ -277,7 +277,7 @@ def describe_training(run: Path) -> str:
 
 
 BF16_SPEED = (
-    "--precision bf16 runs several times faster (ViT-L-14-336 on a 2-core EPYC: test 3.5 ×, training 2.8 ×), "
+    "--precision bf16 runs about 2–3 × faster (ViT-L-14-336 on a 2-core EPYC: test 2.1–2.8 ×, training 2.4 ×), "
     "with results that differ by bf16 rounding"
 )
 

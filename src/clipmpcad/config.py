@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import ConfigError
 
+DEMO_EPOCHS = 15  # the demo's training epochs per dataset (clipmpcad demo --epochs)
 LOCAL_DIR = "local-dir:"  # a model given as a folder with open_clip_config.json and its weights
 HF_HUB = "hf-hub:"  # a model on the Hugging Face hub; like LOCAL_DIR, it brings its own weights
 

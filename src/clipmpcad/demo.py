@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .atomic import write_text
-from .config import RunConfig
+from .config import DEMO_EPOCHS, RunConfig
 from .data.synthetic import generate_benchmark
 from .experiment import describe_header, evaluate_run, train_model
 from .metrics.summary import RunResult
@@ -17,7 +17,6 @@ from .report.tables import benchmark_table
 from .runs import check_output_folder
 
 DEMO_BACKBONE = {"model": "clipmpcad-tiny", "weights": "random", "image_size": 96}
-DEMO_EPOCHS = 15
 
 
 def demo_config(dataset: str, root: Path, category: str, epochs: int) -> RunConfig:

@@ -40,7 +40,15 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (("--shot",), "data.shot", {"type": int, "choices": SHOTS, "help": "k normal (+ k abnormal) support images"}),
     (("--shot-source",), "data.shot_source", {"choices": SHOT_SOURCES, "help": "list files, seeded sampler, or auto"}),
     (("--shot-file",), "data.shot_file", {"help": "shots.json of an earlier run: repeat its support set exactly"}),
-    (("--domain",), "data.domain", {"choices": DOMAINS, "help": "override the dataset's domain"}),
+    (
+        ("--domain",),
+        "data.domain",
+        {
+            "choices": DOMAINS,
+            "help": "medical or industrial: prompts and learning rate (default: the layout's; "
+            "bmad is medical, the others industrial)",
+        },
+    ),
     (("--protocol",), "protocol", {"choices": sorted(PROTOCOLS), "help": "evaluation protocol (default clean)"}),
     (("--seed",), "seed", {"type": int, "help": "shots, augmentation order and adapter init (default 111)"}),
     (("--device",), "device", {"help": "auto, cpu, cuda or cuda:N"}),
@@ -105,8 +113,16 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         {"type": int, "help": "test images per forward pass (default: 64 on a GPU, 16 on a CPU)"},
     ),
     (("--workers",), "eval.workers", {"type": int, "help": "image-loading worker processes"}),
-    (("--image-fpr",), "eval.image_fpr", {"type": float, "help": "false-positive target of the image threshold"}),
-    (("--pixel-fpr",), "eval.pixel_fpr", {"type": float, "help": "false-positive target of the pixel threshold"}),
+    (
+        ("--image-fpr",),
+        "eval.image_fpr",
+        {"type": float, "help": "false-positive target of the image threshold on the normal references (default 0.05)"},
+    ),
+    (
+        ("--pixel-fpr",),
+        "eval.pixel_fpr",
+        {"type": float, "help": "false-positive target of the pixel threshold on the normal references (default 0.01)"},
+    ),
     (
         ("--pixel-resolution",),
         "eval.pixel_resolution",

@@ -17,7 +17,7 @@ import torch
 from open_clip.model import _build_text_tower, _build_vision_tower  # stable across open-clip 3.x
 from torch import nn
 
-from .config import LOCAL_DIR, BackboneConfig, brings_own_weights
+from .config import HF_HUB, LOCAL_DIR, BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError, load_failure
 from .runtime import fixed_torch_seed
 from .weights import WeightsSource, concrete_weights, offline_hub, read_state_dict
@@ -80,7 +80,9 @@ def _from_open_clip(model: str, cfg: BackboneConfig, quick_gelu: bool | None, wi
                 **chosen,
             )
     except Exception as error:  # a bad folder, config or weights file, a missing package: one line
-        raise CheckpointError(f"cannot build {model}: {_why(error, model)}") from error
+        offline = " (hf-hub: models are read from the Hugging Face cache only; --download fetches them)"
+        hint = offline if model.startswith(HF_HUB) and not cfg.download else ""
+        raise CheckpointError(f"cannot build {model}: {_why(error, model)}{hint}") from error
     finally:
         logging.disable(logging.NOTSET)
     preprocess = open_clip.get_model_preprocess_cfg(clip)

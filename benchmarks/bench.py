@@ -276,14 +276,14 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
     if args.phase:  # child process: one measurement, one JSON line
-        if args.device == "cuda":
+        if torch.device(args.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = PHASES[args.phase](args)
         tag = {"test": f"_k{args.k}{precision_tag(args.bank_precision)}", "train": f"_b{args.train_batch}"}.get(
             args.phase, ""
         )
         result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
-        if args.device == "cuda":
+        if torch.device(args.device).type == "cuda":
             result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
         print(json.dumps(result))
         return
@@ -300,7 +300,7 @@ def collect(args) -> dict:
         "adapter": args.adapter,
         "torch": torch.__version__,
     }
-    if args.device == "cuda":
+    if torch.device(args.device).type == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     results.update(run_phase(args, "floor"))
     for k in (4, 16):

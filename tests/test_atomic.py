@@ -96,3 +96,33 @@ def test_leftovers_are_found_where_their_stage_was_built(tmp_path) -> None:
     leftover.mkdir()
     remove_leftovers(link)
     assert not leftover.exists() and real.is_dir()
+
+
+def test_without_replace_a_folder_filled_meanwhile_is_kept(tmp_path) -> None:
+    from clipmpcad.errors import ConfigError
+
+    target = tmp_path / "run"
+    with (
+        pytest.raises(ConfigError, match="written by another process meanwhile"),
+        staged_folder(target, replace=False) as stage,
+    ):
+        fill(stage, ["mine.pt"])
+        target.mkdir()
+        (target / "theirs.pt").write_text("another run finished first")
+    assert [p.name for p in target.iterdir()] == ["theirs.pt"]  # kept, not replaced
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # and no stage left
+    with staged_folder(tmp_path / "fresh", replace=False) as stage:
+        fill(stage, ["a.png"])
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["a.png"]
+
+
+def test_a_folder_moved_aside_when_the_process_died_is_restored_or_removed(tmp_path) -> None:
+    target = tmp_path / "run"
+    aside = tmp_path / ".run.old-1234abcd"
+    aside.mkdir()
+    (aside / "model.pt").write_text("the only copy")
+    remove_leftovers(target)  # killed between the renames: the old folder is all there is
+    assert (target / "model.pt").read_text() == "the only copy" and not aside.exists()
+    aside.mkdir()
+    remove_leftovers(target)  # the new folder is in place: the old one goes
+    assert not aside.exists() and (target / "model.pt").is_file()

@@ -341,3 +341,14 @@ def test_categories_run_with_different_seeds_are_named():
     even = [cell(c, s) for c in ("a", "b") for s in (1, 2)] + [cell("a", 5, shot=4)]
     assert uneven_seeds(even) == []
     assert uneven_seeds([*even, cell("c", 3)]) == ["bmad 1-shot: seeds a 1 2, b 1 2, c 3"]
+
+
+def test_a_changed_suite_that_stops_midway_leaves_no_stale_tables(data, tmp_path, monkeypatch):
+    out = tmp_path / "suite"
+    run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False)
+    assert (out / "benchmark.md").is_file()
+    monkeypatch.setattr(experiment, "train_model", fail)  # the first new cell stops the run
+    changed = BASE.with_overrides({"train.epochs": BASE.train.epochs + 1})
+    with pytest.raises(AssertionError, match="must not be recomputed"):
+        run_benchmark(changed, tile_spec(data, seeds=(1,)), out, overwrite=True, progress=False)
+    assert not any((out / name).exists() for name in ("benchmark.md", "benchmark.csv", "benchmark.json"))

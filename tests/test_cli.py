@@ -153,6 +153,13 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     assert (metrics["device"], metrics["precision"]) == ("cpu", "fp32")  # auto on a CPU: exact fp32
     assert (metrics["adapter"], metrics["prompts"]["mode"], metrics["levels"]) == ("madff", "base+p", [1, 2, 3, 4])
     assert (run / "report.html").stat().st_size > 10_000
+    d = metrics["decisions"]
+    assert d["anomalous"] + d["normal"] == metrics["n_test_images"] and d["image_threshold"] == pytest.approx(
+        metrics["calibration"]["image_threshold"]
+    )
+    page = (run / "report.html").read_text()
+    assert f"{d['missed_anomalies']} of {d['anomalous']} anomalous images missed" in page
+    assert "up to half of each label" in page and "Green outline: the ground truth" in page
     assert main(["test", str(run), "--quiet", "--no-report", "--precision", "bf16"]) == 0
     low = json.loads((run / "metrics.json").read_text())
     assert low["precision"] == "bf16" and abs(low["pixel_auroc"] - metrics["pixel_auroc"]) < 0.03
@@ -336,3 +343,25 @@ def test_sigterm_ends_a_verb_like_ctrl_c_and_leaves_no_staged_folder(tmp_path, m
     assert "terminated" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no .out.*.partial left behind
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(monkeypatch, capsys) -> None:
+    import errno
+
+    from clipmpcad import cli
+
+    def full(args) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/runs/x/model.pt")
+
+    monkeypatch.setattr(cli, "cmd_datasets", full)
+    assert main(["datasets"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "clipmpcad: error: No space left on device (/data/runs/x/model.pt); nothing half-written was left"
+    )
+
+    def bug(args) -> int:
+        raise FileNotFoundError(errno.ENOENT, "a path the code got wrong")
+
+    monkeypatch.setattr(cli, "cmd_datasets", bug)
+    with pytest.raises(FileNotFoundError):
+        main(["datasets"])

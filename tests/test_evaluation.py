@@ -20,7 +20,7 @@ from clipmpcad.data.imageio import read_image
 from clipmpcad.data.sample import ANOMALOUS, NORMAL, Sample
 from clipmpcad.evaluation import WorstMaps, evaluate, score_batches
 from clipmpcad.experiment import load_data, train_run
-from clipmpcad.metrics import wrongness
+from clipmpcad.metrics import report_picks, wrongness
 from clipmpcad.predict import Predictor
 from tinyrun import tiny_run_config
 
@@ -61,11 +61,40 @@ def test_worst_maps_keep_the_images_the_report_picks_across_batches() -> None:
             size = int(rng.integers(1, 6))
             worst.add(start, scores[start : start + size], labels[start : start + size], maps[start : start + size])
             start += size
-        expected = np.argsort(-wrongness(labels, scores, 0.5), kind="stable")[:count]  # the report's own choice
+        wrong = wrongness(labels, scores, 0.5)
+        expected = []  # of each label, its `count` worst; of equals, the earlier image
+        for label in (0, 1):
+            mine = [i for i in range(n) if labels[i] == label]
+            expected += sorted(mine, key=lambda i: (-wrong[i], i))[:count]
         kept = worst.maps()
-        assert sorted(kept) == sorted(expected.tolist()), f"trial {trial}"
+        assert sorted(kept) == sorted(expected), f"trial {trial}"
+        assert set(report_picks(labels, wrong, count)) <= set(kept)  # whatever the report draws was kept
         for index, amap in kept.items():
             np.testing.assert_array_equal(amap, maps[index])
+
+
+def test_the_report_shows_up_to_half_of_each_label_worst_first() -> None:
+    labels = np.array([1] * 50 + [0] * 80)
+    wrong = np.concatenate([np.linspace(0.9, 0.1, 50), np.linspace(-0.8, 0.05, 80)])  # 50 misses, 2 false alarms
+    picks = report_picks(labels, wrong, 48)
+    assert len(picks) == 48 and sum(labels[picks]) == 24  # the misses cannot crowd out the false alarms
+    assert {128, 129} <= set(picks) and picks == sorted(picks, key=lambda i: (-wrong[i], i))
+    few = report_picks(np.array([1, 1, 1, 1, 0]), np.array([0.4, 0.3, 0.2, 0.1, -0.5]), 4)
+    assert few == [0, 1, 2, 4]  # one normal: the anomalies fill the rest, worst first
+    assert report_picks(np.array([0, 1]), np.array([0.0, 0.0]), 5) == [0, 1]  # ties: the earlier first
+
+
+def test_decision_counts_follow_score_at_or_above_the_threshold() -> None:
+    from clipmpcad.metrics import decision_counts
+
+    labels, scores = np.array([1, 1, 1, 0, 0, 0, 0]), np.array([0.2, 0.5, 0.9, 0.5, 0.49, 0.1, 0.7])
+    assert decision_counts(labels, scores, 0.5) == {
+        "image_threshold": 0.5,
+        "anomalous": 3,
+        "missed_anomalies": 1,  # 0.2; 0.5 itself is flagged
+        "normal": 4,
+        "false_alarms": 2,  # 0.5 and 0.7
+    }
 
 
 def test_kept_maps_are_what_scoring_the_images_again_draws(synthetic_benchmark, tmp_path) -> None:
@@ -76,8 +105,8 @@ def test_kept_maps_are_what_scoring_the_images_again_draws(synthetic_benchmark, 
     threshold, count = run.detector.calibration.image_threshold, len(samples) - 3  # several batches, most kept
     evaluation = dataclasses.replace(run.config.eval, batch_size=4)
     result = evaluate(run.detector, samples, run.prep, evaluation, progress=False, worst=WorstMaps(threshold, count))
-    chosen = np.argsort(-wrongness(result.labels, result.scores, threshold), kind="stable")[:count]
-    assert sorted(result.worst_maps) == sorted(chosen.tolist())
+    chosen = report_picks(result.labels, wrongness(result.labels, result.scores, threshold), count)
+    assert set(chosen) <= set(result.worst_maps) and len(chosen) == count
     predictor = Predictor(run, None, None)
     for index, amap in result.worst_maps.items():
         path = samples[index].image

@@ -222,3 +222,21 @@ def test_a_run_loads_with_the_levels_it_was_trained_after(synthetic_benchmark, t
     assert load_run(run).info.levels == (2, 4, 6, 8)
     monkeypatch.setattr(backbone, "default_levels", lambda depth: (1, 3, 5, 8))  # a later rule for the default
     assert load_run(run).info.levels == (2, 4, 6, 8)  # the saved ones, not whatever the rule says now
+
+
+def test_a_bank_searched_in_bf16_is_saved_as_built(synthetic_benchmark, tmp_path) -> None:
+    import torch
+
+    from clipmpcad.checkpoint import load_run
+
+    s = tile(synthetic_benchmark)
+    cfg = tiny_run_config("mvtec", s.root, s.category, bank={"precision": "bf16"}, train={"epochs": 0})
+    run = experiment.train_model(cfg, tmp_path / "run", progress=False)
+    assert all(t.dtype == torch.bfloat16 for t in run.detector.model.bank.tokens["seg"])  # searched in bf16
+    saved = torch.load(tmp_path / "run" / "bank.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in saved["tokens"]["seg"])  # kept as built: a later fp32 test is exact
+    again = load_run(tmp_path / "run", precision="fp32").detector.model.bank
+    assert all(t.dtype == torch.bfloat16 for t in again.tokens["seg"])  # the run's bank precision still applies
+    built, searched = saved["tokens"]["seg"][0], run.detector.model.bank.tokens["seg"][0]
+    assert torch.equal(built.to(torch.bfloat16), searched)  # the searched rows are the saved ones, rounded
+    assert not torch.equal(built.to(torch.bfloat16).float(), built)  # and the saved ones are not rounded

@@ -119,3 +119,21 @@ def test_the_trained_run_in_memory_tests_as_its_folder_does(synthetic_benchmark,
     assert fresh.keys() == loaded.keys()
     for key in fresh.keys() - timings:
         assert fresh[key] == loaded[key], key
+
+
+def test_a_gpu_index_is_checked_against_the_gpus_there(monkeypatch) -> None:
+    import torch
+
+    from clipmpcad.errors import ConfigError
+    from clipmpcad.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1) and resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"'cuda:2' does not exist: 2 CUDA GPU\(s\) are visible \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match="write cuda or cuda:N"):
+        resolve_device("cuda:x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        resolve_device("cuda")

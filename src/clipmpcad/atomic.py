@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from .errors import ConfigError
+
+OLD_INFIX = ".old-"  # `.<target>.old-<id>`: the folder staged_folder moves aside while replacing it
 STAGE_SUFFIX = ".partial"  # a folder being built: safe to delete when no process is writing it
 
 
@@ -62,10 +65,11 @@ def save_torch(path: str | Path, obj: Any) -> Path:
 
 
 @contextlib.contextmanager
-def staged_folder(target: str | Path, last: Sequence[str] = ()) -> Iterator[Path]:
+def staged_folder(target: str | Path, last: Sequence[str] = (), replace: bool = True) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; on success it takes `target`'s place (an old
     `target` is moved aside first and deleted last), on error it is removed. The caller decides
-    beforehand whether replacing `target` is allowed.
+    beforehand whether replacing `target` is allowed; with replace=False, a `target` that another
+    process filled meanwhile is not replaced: that is a ConfigError, and the stage is removed.
 
     A `target` that is a link to a folder is written where it points (the link stays). A mount
     point cannot be renamed, so there (or where renaming `target` fails as busy: a bind mount) the
@@ -80,7 +84,10 @@ def staged_folder(target: str | Path, last: Sequence[str] = ()) -> Iterator[Path
         if home == target:
             _replace_contents(target, stage, last)
             return
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if not replace:
+            _take_place(stage, target)
+            return
+        old = target.with_name(f".{target.name}{OLD_INFIX}{uuid.uuid4().hex[:8]}")
         if target.exists():
             try:
                 target.rename(old)
@@ -95,6 +102,16 @@ def staged_folder(target: str | Path, last: Sequence[str] = ()) -> Iterator[Path
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _take_place(stage: Path, target: Path) -> None:
+    """Rename `stage` to `target`, which must be absent or empty (the rename itself checks, atomically)."""
+    try:
+        stage.rename(target)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        raise ConfigError(f"{target} was written by another process meanwhile; it is kept as it is") from None
 
 
 def staging_place(target: str | Path) -> tuple[Path, Path]:
@@ -127,6 +144,11 @@ def remove_leftovers(target: str | Path) -> None:
     if home.is_dir():
         for stage in home.glob(f".{target.name}.*{STAGE_SUFFIX}"):
             shutil.rmtree(stage, ignore_errors=True)
+        for old in sorted(home.glob(f".{target.name}{OLD_INFIX}*")):  # a folder being replaced when killed
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+            else:  # killed between the two renames: the old folder is the only one, so it goes back
+                old.rename(target)
     if target.is_dir():
         for temp in target.glob(".*.tmp"):
             temp.unlink(missing_ok=True)

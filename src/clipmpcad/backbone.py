@@ -130,7 +130,8 @@ class Backbone(nn.Module):
         if self.text is None:
             raise RuntimeError("this backbone has no text tower (built without one, or dropped after the prototypes)")
         encode = getattr(self.text, "encode_text", self.text)  # CLIP minus its image tower, or a TextTransformer
-        return encode(tokens)
+        device = next(self.text.parameters()).device
+        return encode(tokens.to(device))  # token ids come from the CPU tokenizer
 
     def tokenize(self, sentences: list[str]) -> torch.Tensor:
         return self.tokenizer(sentences)

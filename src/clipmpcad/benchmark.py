@@ -166,6 +166,8 @@ def run_benchmark(
     _check_suite_folder(out, base, spec, cells, overwrite)
     actions = [_action(cell.run_dir(out), cfg, overwrite) for cell, cfg in zip(cells, configs, strict=True)]
     _check_data(configs, actions)
+    for name in TABLE_FILES:  # rebuilt at the end: an interrupted run leaves none that contradict suite.json
+        (out / name).unlink(missing_ok=True)
     write_json(out / "suite.json", _suite_record(base, spec, cells, out))
     results = []
     for cell, cfg, action in tqdm(
@@ -281,6 +283,9 @@ def uneven_seeds(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return found
 
 
+TABLE_FILES = ("benchmark.md", "benchmark.csv", "benchmark.json")
+
+
 def write_tables(
     out: str | Path, table: BenchmarkTable, notes: Sequence[str], run_dirs: Sequence[Path]
 ) -> tuple[Path, ...]:
@@ -289,11 +294,8 @@ def write_tables(
     markdown = "# ClipMPCAD benchmark\n\n" + "".join(f"- {n}\n" for n in notes) + "\n" + table.to_markdown()
     cells = [str(Path(d).relative_to(out)) for d in run_dirs]
     document = {"notes": list(notes), "cells": cells, "rows": json.loads(table.to_json())}
-    return (
-        write_text(out / "benchmark.md", markdown),
-        write_text(out / "benchmark.csv", table.to_csv()),
-        write_json(out / "benchmark.json", document),
-    )
+    md, csv, js = (out / name for name in TABLE_FILES)
+    return write_text(md, markdown), write_text(csv, table.to_csv()), write_json(js, document)
 
 
 def summarize_folder(out: str | Path) -> BenchmarkTable:

@@ -53,8 +53,11 @@ class TrainedRun:
         return self.detector.model.backbone.info
 
 
-def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, meta: RunMeta) -> None:
-    """model.pt (and bank.pt when the model has a bank) into a staged run folder."""
+def save_model(
+    folder: Path, model: ClipMPCAD, calibration: Calibration | None, meta: RunMeta, bank: MemoryBank | None = None
+) -> None:
+    """model.pt (and bank.pt when the model has a bank) into a staged run folder; `bank`: the bank
+    as built (fp32), saved in place of the model's own when that is stored in bf16 for the search."""
     state = {k: v.detach().cpu() for k, v in model.trained_state().items()}
     save_torch(
         folder / "model.pt",
@@ -67,8 +70,9 @@ def save_model(folder: Path, model: ClipMPCAD, calibration: Calibration | None, 
             "fingerprint": model.backbone.fingerprint,
         },
     )
-    if model.bank is not None:
-        save_torch(folder / "bank.pt", model.bank.to(torch.device("cpu")).state())
+    bank = bank if bank is not None else model.bank
+    if bank is not None:
+        save_torch(folder / "bank.pt", bank.to(torch.device("cpu")).state())
 
 
 def load_run(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -53,9 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading: end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 1
+    except OSError as error:
+        if error.errno not in _REFUSED_WRITES:  # any other OSError is a bug: it keeps its traceback
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"clipmpcad: error: {error.strerror or error}{where}; nothing half-written was left", file=sys.stderr)
+        return 1
 
 
 _PACKAGE = Path(__file__).parent
+# the system refused a write (a full disk, a quota, a read-only or failing file system, no permission)
+_REFUSED_WRITES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
 class Terminated(KeyboardInterrupt):

@@ -58,25 +58,27 @@ REPORT_CASES = 48  # the worst cases report.html draws
 
 
 class WorstMaps:
-    """The fused maps (S, S) of the `count` images furthest on the wrong side of the image
-    threshold (metrics.wrongness; of equals, the earlier image), kept while a test pass scores
-    them, so that the report draws them without scoring them again."""
+    """The fused maps (S, S) of the images the report may draw (metrics.report_picks): of each
+    label, the `count` furthest on the wrong side of the image threshold (of equals, the earlier
+    image), kept while a test pass scores them, so that the report draws them without scoring
+    them again."""
 
     def __init__(self, threshold: float, count: int) -> None:
         self.threshold, self.count = threshold, count
-        self._heap: list[tuple[float, int, np.ndarray]] = []  # (wrongness, −index, map), least wrong first
+        self._heaps: dict[int, list[tuple[float, int, np.ndarray]]] = {0: [], 1: []}  # least wrong first
 
     def add(self, first: int, scores: np.ndarray, labels: np.ndarray, maps: np.ndarray) -> None:
         """A batch of images first, first+1, …: scores (B,), labels (B,), maps (B, S, S)."""
         for j, wrong in enumerate(wrongness(labels, scores, self.threshold)):
+            heap = self._heaps[int(labels[j])]
             key = (float(wrong), -(first + j))  # indices differ, so maps are never compared
-            if len(self._heap) < self.count:
-                heapq.heappush(self._heap, (*key, maps[j].copy()))
-            elif self._heap and key > self._heap[0][:2]:
-                heapq.heapreplace(self._heap, (*key, maps[j].copy()))
+            if len(heap) < self.count:
+                heapq.heappush(heap, (*key, maps[j].copy()))
+            elif heap and key > heap[0][:2]:
+                heapq.heapreplace(heap, (*key, maps[j].copy()))
 
     def maps(self) -> dict[int, np.ndarray]:
-        return {-negative: amap for _, negative, amap in self._heap}
+        return {-negative: amap for heap in self._heaps.values() for _, negative, amap in heap}
 
 
 def batches(
@@ -158,7 +160,7 @@ def _fetch_later(scores: Scores, with_maps: bool) -> Callable[[], HostScores]:
     for host, device in zip(pinned, tensors, strict=True):
         host.copy_(device, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(tensors[0].device))  # the copies' stream, on cuda:N too
 
     def fetch() -> HostScores:
         done.synchronize()

@@ -29,6 +29,8 @@ from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibr
 from .errors import ConfigError
 from .evaluation import REPORT_CASES, Evaluation, Preprocess, WorstMaps, evaluate, fit_test_calibration
 from .madff import count_parameters
+from .memory_bank import MemoryBank
+from .metrics import decision_counts
 from .metrics.summary import RunResult
 from .model import ClipMPCAD
 from .prompts import load_prompt_set
@@ -154,19 +156,19 @@ def train_model(
     backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
     prep = preprocess_for(backbone, data, protocol)
     prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
-    adapter = cfg.adapter if protocol.trains or sources else None
-    with fixed_torch_seed(cfg.seed):
-        model = ClipMPCAD(backbone, prototypes, adapter, cfg.decoder).to(device)
-    model.bank_block_size = cfg.bank.block_size
-    backbone.store_products(device, cfg.precision)
-    if sources:  # zero-shot with adapters trained elsewhere (METHOD §9)
+    if sources:  # zero-shot with adapters trained elsewhere (METHOD §9); their prototypes need the text tower
         support, lr = _source_support(cfg, sources, backbone, protocol), cfg.train.lr or 1e-4
     elif shots.normal:
         support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
         lr = cfg.train.lr or LEARNING_RATES[data.domain]
     else:  # training-free zero-shot: nothing to fit
         support, lr = None, 0.0
-    backbone.drop_text()  # every prototype exists now
+    backbone.drop_text()  # every prototype exists now: the text tower never goes to the device
+    adapter = cfg.adapter if protocol.trains or sources else None
+    with fixed_torch_seed(cfg.seed):
+        model = ClipMPCAD(backbone, prototypes, adapter, cfg.decoder).to(device)
+    model.bank_block_size = cfg.bank.block_size
+    backbone.store_products(device, cfg.precision)
     normals = support.select(0) if support is not None and not sources else None
     best = protocol.epoch_rule == "best"
     selector = _BestEpoch(model, data, shots, normals, prep, cfg, protocol, device) if best else None
@@ -184,7 +186,7 @@ def train_model(
         )
     if selector is not None:
         selector.restore()
-    detector, calibration = finish_model(model, normals, data, cfg, protocol, device)
+    detector, calibration, bank = finish_model(model, normals, data, cfg, protocol, device)
     meta = RunMeta(data.dataset, data.category, data.domain, classname, prompt_set, data.has_masks, prep.normalize)
     record = {
         "losses": history.losses,
@@ -201,7 +203,7 @@ def train_model(
     with staged_run_dir(out, overwrite, inputs) as stage:
         write_json(stage / "config.json", cfg.to_dict())
         write_json(stage / "shots.json", shots_to_json(shots, data))
-        save_model(stage, detector.model, calibration, meta)
+        save_model(stage, detector.model, calibration, meta, bank)
         write_json(stage / "train.json", record)
     return TrainedRun(out, cfg, meta, detector, prep)
 
@@ -345,8 +347,9 @@ def finish_model(
     cfg: RunConfig,
     protocol: Protocol,
     device: torch.device,
-) -> tuple[Detector, Calibration | None]:
-    """After training: the bank of the normal support views and the calibration."""
+) -> tuple[Detector, Calibration | None, MemoryBank | None]:
+    """After training: the bank of the normal support views and the calibration; also the bank as
+    built, on the CPU, for the run to save (the model's may be stored in bf16 for the search)."""
     detector = Detector(
         model,
         None,
@@ -356,13 +359,13 @@ def finish_model(
         score_sigma=cfg.eval.score_sigma,
         precision=cfg.precision,
     )
-    model.bank = None
+    model.bank = built = None
     batch = cfg.eval.batch_for(device.type)
     if protocol.uses_bank and normals is not None:  # only the branch the maps come from (METHOD §6)
         bank = build_bank(model, normals, (detector.map_branch,), device, batch, cfg.precision)
         if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
             bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
-        model.bank = bank.placed(device, cfg.bank.precision, cfg.precision)
+        model.bank, built = bank.placed(device, cfg.bank.precision, cfg.precision), bank.to(torch.device("cpu"))
     calibration = None  # "test": fitted by test_run on the test set
     if protocol.calibration == "fixed":
         calibration = fixed_calibration(model)
@@ -375,7 +378,7 @@ def finish_model(
             pixel_fpr=cfg.eval.pixel_fpr,
         )
     detector.calibration = calibration
-    return detector, calibration
+    return detector, calibration, built
 
 
 class _BestEpoch:
@@ -399,7 +402,7 @@ class _BestEpoch:
         self.best, self.best_epoch, self.best_state = -1.0, None, None
 
     def __call__(self, epoch: int) -> None:
-        detector, _ = finish_model(self.model, self.support, self.data, self.cfg, self.protocol, self.device)
+        detector, _, _ = finish_model(self.model, self.support, self.data, self.cfg, self.protocol, self.device)
         detector.calibration = fit_test_calibration(detector, self.samples, self.prep, self.cfg.eval, progress=False)
         metrics = evaluate(detector, self.samples, self.prep, self.cfg.eval, progress=False).metrics
         value = (metrics.image_auroc or 0.0) + (metrics.pixel_auroc or 0.0)  # MVFA's selection score
@@ -457,12 +460,25 @@ def evaluate_run(
             pixel_threshold=m.pixel_f1_threshold if m.pixel_f1_threshold is not None else 0.5,
         )
     record = metrics_record(run, cfg, protocol, shots, result)
+    write_json(run.run_dir / "metrics.json", record)  # first: a report that fails loses no metrics
     if report:
         from .report.run_report import write_run_report  # local: the report pulls in matplotlib
 
-        write_run_report(run, cfg, samples, result, record)
-    write_json(run.run_dir / "metrics.json", record)
+        try:
+            write_run_report(run, cfg, samples, result, record)
+        except OSError as error:  # a full disk, say: the metrics are written
+            warnings.warn(
+                f"{run.run_dir / 'report.html'} could not be written ({error}); metrics.json was", stacklevel=2
+            )
     return record
+
+
+def _decisions(run: TrainedRun, result: Evaluation) -> dict[str, float | int] | None:
+    """Misses and false alarms at the run's image threshold (None where it has none)."""
+    cal = run.detector.calibration
+    if cal is None or not math.isfinite(cal.image_threshold):
+        return None
+    return decision_counts(result.labels, result.scores, cal.image_threshold)
 
 
 def metrics_record(
@@ -498,6 +514,7 @@ def metrics_record(
         "n_test_images": len(result.scores),
         "removed_from_test": shots.removed_from_test,
         "calibration": run.detector.calibration.to_dict(tables=False) if run.detector.calibration else None,
+        "decisions": _decisions(run, result),
         "train_seconds": read_train_record(run.run_dir).get("train_seconds"),
         "device": str(run.detector.device),
         "precision": precision_name(run.detector.device, run.detector.precision),

@@ -446,7 +446,7 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     batch_size = predictor.batch_size if batch_size is None else batch_size
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
     bar.update(len(errors))
-    with staged_folder(out, last=(CSV_NAME,)) as stage:  # checked above
+    with staged_folder(out, last=(CSV_NAME,), replace=overwrite) as stage:  # checked above
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
             for path, image, pred in _scored(predictor, chunk, save_levels, skip_errors):

@@ -88,7 +88,7 @@ def staged_run_dir(path: str | Path, overwrite: bool = False, inputs: Iterable[s
     folder is ever left behind (atomic.staged_folder), and nothing is replaced unless asked."""
     path = Path(path)
     check_new_run_dir(path, overwrite, inputs)
-    with staged_folder(path, last=RUN_FILES) as stage:
+    with staged_folder(path, last=RUN_FILES, replace=overwrite) as stage:
         yield stage
 
 

@@ -23,7 +23,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} was asked for but no CUDA GPU is visible; use --device cpu")
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {name!r}; write cuda or cuda:N") from None
+        count = torch.cuda.device_count()
+        if device.type != "cuda" or (device.index or 0) >= count:
+            raise ConfigError(
+                f"device {name!r} does not exist: {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})"
+            )
+        return device
     if name == "cpu":
         return torch.device("cpu")
     raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 from clipmpcad import experiment
@@ -35,13 +36,14 @@ def test_cases_name_their_class_and_a_placeholder_pixel_threshold_draws_no_outli
     names = [re.sub(r"</?b>", "", c).split("<br>")[0] for c in captions]
     assert names and all(re.fullmatch(r"[a-z_]+/\S+\.png", n) for n in names)
     assert len(set(names)) == len(names)  # scratch/001.png and stain/001.png stay apart
+    assert all((tile.root / html.unescape(n)).is_file() for n in names)  # a caption is where the file is
 
     chest = next(s for s in synthetic_benchmark.sets if s.category == "SynthChest")  # no masks
     paper = tiny_run_config(chest.dataset, chest.root, chest.category, protocol="paper", train={"epochs": 1})
     run = experiment.train_model(paper, tmp_path / "chest", progress=False)
     outlines = []
     real = run_report.case_for
-    monkeypatch.setattr(run_report, "case_for", lambda *a: outlines.append(a[-1]) or real(*a))
+    monkeypatch.setattr(run_report, "case_for", lambda *a: outlines.append(a[4]) or real(*a))
     experiment.evaluate_run(run, progress=False)
     assert run.detector.calibration.source == "test"
     assert outlines and not any(outlines), "no predicted-mask outline at a placeholder pixel threshold"

@@ -143,7 +143,7 @@ def _write_bmad_set(
         ("test", "Ungood", config.n_test_abnormal),
     ]
     pools: dict[str, list[str]] = {"good": [], "Ungood": []}
-    with staged_folder(data_dir) as tmp, staged_folder(list_dir) as lists:
+    with staged_folder(data_dir, replace=overwrite) as tmp, staged_folder(list_dir, replace=overwrite) as lists:
         for folder_code, (split, group, count) in enumerate(folders):
             for i in range(count):
                 drawn = draw(config.image_size, _image_rng(seed, code, folder_code, i), group == "Ungood")
@@ -190,5 +190,5 @@ def _refuse_existing(target: Path, overwrite: bool) -> None:
 def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target` by rename."""
     _refuse_existing(target, overwrite)
-    with staged_folder(target) as tmp:
+    with staged_folder(target, replace=overwrite) as tmp:
         yield tmp

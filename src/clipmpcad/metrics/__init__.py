@@ -6,7 +6,16 @@ compute() at the end; summary.py averages the results over categories, datasets 
 
 from .accumulator import Metrics, MetricsAccumulator, MetricsCurves
 from .aupro import aupro_from_sorted, label_regions
-from .ranking import Curves, Ranking, curves_from_sorted, rank_scores, ranking_from_sorted, wrongness
+from .ranking import (
+    Curves,
+    Ranking,
+    curves_from_sorted,
+    decision_counts,
+    rank_scores,
+    ranking_from_sorted,
+    report_picks,
+    wrongness,
+)
 
 __all__ = [
     "Curves",
@@ -16,8 +25,10 @@ __all__ = [
     "Ranking",
     "aupro_from_sorted",
     "curves_from_sorted",
+    "decision_counts",
     "label_regions",
     "rank_scores",
     "ranking_from_sorted",
+    "report_picks",
     "wrongness",
 ]

@@ -131,3 +131,29 @@ def _evenly(values: np.ndarray, count: int) -> np.ndarray:
 def wrongness(labels: np.ndarray | int, scores: np.ndarray | float, threshold: float) -> np.ndarray:
     """How far each score lies on the wrong side of the threshold (negative: right side)."""
     return np.where(np.asarray(labels) == 1, threshold - np.asarray(scores), np.asarray(scores) - threshold)
+
+
+def report_picks(labels: np.ndarray, wrong: np.ndarray, count: int) -> list[int]:
+    """The indices of the `count` cases a report shows, worst first by `wrong` (wrongness): up to
+    half from each label, each label's furthest on the wrong side (of equals, the earlier), the
+    other label's next ones where one has too few. So missed anomalies cannot crowd out every
+    false alarm."""
+    labels, wrong = np.asarray(labels), np.asarray(wrong)
+    order = np.argsort(-wrong, kind="stable")  # worst first; ties keep index order
+    by_label = [[int(i) for i in order if labels[i] == label] for label in (1, 0)]
+    quota = [min(len(by_label[0]), max(count // 2, count - len(by_label[1])))]
+    quota.append(min(len(by_label[1]), count - quota[0]))
+    chosen = by_label[0][: quota[0]] + by_label[1][: quota[1]]
+    return sorted(chosen, key=lambda i: (-wrong[i], i))
+
+
+def decision_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """How the decision "anomalous when score ≥ threshold" fares on a labelled set."""
+    labels, flagged = np.asarray(labels), np.asarray(scores) >= threshold
+    return {
+        "image_threshold": float(threshold),
+        "anomalous": int((labels == 1).sum()),
+        "missed_anomalies": int(((labels == 1) & ~flagged).sum()),
+        "normal": int((labels == 0).sum()),
+        "false_alarms": int(((labels == 0) & flagged).sum()),
+    }

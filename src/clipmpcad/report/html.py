@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..atomic import write_text
 from ..errors import DataError
-from ..metrics import Curves, wrongness
+from ..metrics import Curves, report_picks, wrongness
 from ..protocols import PROTOCOLS, RANDOM_WEIGHTS_NOTE
 from .figures import (
     GREEN,
@@ -77,9 +77,13 @@ class Case:
 
 
 def worst_first(cases: Sequence[Case], limit: int) -> list[Case]:
-    """The `limit` cases whose scores are furthest on the wrong side of the threshold, worst first:
-    anomalous images with the lowest scores and normal images with the highest."""
-    return sorted(cases, key=lambda c: c.wrongness, reverse=True)[:limit]
+    """The `limit` cases furthest on the wrong side of their threshold, worst first (anomalous
+    images with the lowest scores, normal images with the highest), up to half of each label
+    (metrics.report_picks)."""
+    if not cases:
+        return []
+    picks = report_picks(np.array([c.label for c in cases]), np.array([c.wrongness for c in cases]), limit)
+    return [cases[i] for i in picks]
 
 
 def _img_png(data: bytes, alt: str) -> str:
@@ -139,6 +143,37 @@ def _reference_note(metrics: Mapping[str, Any]) -> str:
         return ""
     rough = ": with so few, the thresholds are rough (more normal shots steady them)" if n < REFERENCE_FEW else ""
     return f" They were fitted on {n} normal support image{'s' if n > 1 else ''}, scored leave-one-out{rough}."
+
+
+def _decisions_note(metrics: Mapping[str, Any]) -> str:
+    """How the image threshold decided on the whole test set (a run record's decisions)."""
+    d = metrics.get("decisions")
+    if not d:
+        return ""
+    return (
+        f"<p><b>At the image threshold {d['image_threshold']:.4g}: {d['missed_anomalies']} of {d['anomalous']} "
+        f"anomalous images missed, {d['false_alarms']} of {d['normal']} normal images flagged.</b></p>"
+    )
+
+
+def _grid_legend(metrics: Mapping[str, Any], sigma: float | None) -> str:
+    """What the grid shows and how it was picked."""
+    cal = metrics.get("calibration") or {}
+    pixel = cal.get("pixel_threshold")
+    has_masks = metrics.get("pixel_auroc") is not None or metrics.get("pixel_metrics_at") is not None
+    lines = [
+        "Shown: up to half of each label, those furthest on the wrong side of the image threshold first "
+        "(anomalous images scored lowest, normal images scored highest); a red frame marks a wrong decision.",
+        "Left: the image; right: its anomaly map, coloured from blue (0) to red (1 and above) on the fused "
+        "score's scale, on which the normal reference images span about 0 to 1.",
+    ]
+    if has_masks:
+        lines.append("Green outline: the ground truth.")
+    if pixel is not None and (has_masks or cal.get("source") != "test"):  # else a 0.5 placeholder: none drawn
+        lines.append(f"Red outline: the predicted mask, where the map is at least the pixel threshold {pixel:.4g}.")
+    if sigma:
+        lines.append(f"The colours are smoothed for display (Gaussian, σ = {sigma:g} px); outlines and scores are not.")
+    return " ".join(lines)
 
 
 def protocol_warning(config: Mapping[str, Any]) -> str | None:
@@ -210,8 +245,8 @@ def write_report(
         "<h2>ROC and precision–recall curves</h2>",
         _curves_html(curves),
         f"<h2>Test images: {len(shown)} of {total}, worst first</h2>",
-        "<p class='note'>Left: image; right: anomaly map. Green: ground truth; red: predicted "
-        "mask at the run's pixel threshold (none drawn where it has none). Red frame: wrong decision.</p>",
+        _decisions_note(metrics),
+        f"<p class='note'>{html.escape(_grid_legend(metrics, sigma))}</p>",
         "<div class='grid'>",
         *(_case_html(case, THUMBNAIL, sigma) for case in shown),
         "</div><h2>Configuration</h2>",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from ..data.dataset import read_original_mask
 from ..data.imageio import read_image
 from ..data.sample import Sample
 from ..evaluation import REPORT_CASES
-from ..metrics import wrongness
+from ..metrics import report_picks, wrongness
 from .figures import DISPLAY_RANGE
 from .html import Case, write_report
 
@@ -23,11 +24,17 @@ if TYPE_CHECKING:  # import cycles: these modules import the report lazily
     from ..predict import Prediction
 
 
-def case_for(sample: Sample, image: np.ndarray, pred: Prediction, has_masks: bool, outline: bool = True) -> Case:
+def case_for(
+    sample: Sample, image: np.ndarray, pred: Prediction, has_masks: bool, outline: bool = True, root: Path | None = None
+) -> Case:
     """One report case at the image's original size, from its prediction; outline: draw the
-    predicted mask (not where the pixel threshold is only a placeholder)."""
+    predicted mask (not where the pixel threshold is only a placeholder). The case is named by
+    its file's path below `root` (the dataset's), so a reader can find it; else by class and name."""
+    name = f"{sample.defect}/{pred.name}"  # MVTec numbers each defect's images from 000: the class tells them apart
+    if root is not None and sample.image.is_relative_to(root):
+        name = sample.image.relative_to(root).as_posix()
     return Case(
-        name=f"{sample.defect}/{pred.name}",  # MVTec numbers each defect's images from 000: the class tells them apart
+        name=name,
         image=image,
         amap=pred.anomaly_map,
         gt_mask=read_original_mask(sample) if has_masks else None,
@@ -53,8 +60,8 @@ def write_run_report(
     cal = run.detector.calibration
     # a test-set calibration without masks has no pixel threshold of its own (a 0.5 placeholder)
     outline = run.meta.has_masks or cal.source != "test"
-    wrong = wrongness(result.labels, result.scores, cal.image_threshold)  # pick before drawing: maps are costly
-    chosen = [int(i) for i in np.argsort(-wrong, kind="stable")[:max_cases]]
+    wrong = wrongness(result.labels, result.scores, cal.image_threshold)
+    chosen = report_picks(result.labels, wrong, max_cases)  # picked before drawing: maps are costly
     predictor = Predictor(run, None, None)  # the run's own thresholds
     kept = result.worst_maps  # the maps the test pass kept (evaluation.WorstMaps): drawn as they are
     again = [i for i in chosen if i not in kept]  # the others are scored again, each image read once
@@ -69,7 +76,7 @@ def write_run_report(
             pred = predictor.prediction(sample.image.name, float(result.scores[i]), amap, image.size, sample.image)
         else:
             image, pred = drawn[i]
-        cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks, outline))
+        cases.append(case_for(sample, np.asarray(image), pred, run.meta.has_masks, outline, Path(cfg.data.root)))
     title = (
         f"{run.meta.dataset}/{run.meta.category}, {record['shot']}-shot, seed {record['seed']}, {record['protocol']}"
     )

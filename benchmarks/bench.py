@@ -36,7 +36,7 @@ def peak_rss_gib() -> float:
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -277,14 +277,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:  # child process: one measurement, one JSON line
         if torch.device(args.device).type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(torch.device(args.device))
         result = PHASES[args.phase](args)
         tag = {"test": f"_k{args.k}{precision_tag(args.bank_precision)}", "train": f"_b{args.train_batch}"}.get(
             args.phase, ""
         )
         result[f"peak_rss_gib_{args.phase}{tag}"] = peak_rss_gib()
         if torch.device(args.device).type == "cuda":
-            result[f"peak_gpu_gib_{args.phase}{tag}"] = torch.cuda.max_memory_allocated() / 2**30
+            result[f"peak_gpu_gib_{args.phase}{tag}"] = (
+                torch.cuda.max_memory_allocated(torch.device(args.device)) / 2**30
+            )
         print(json.dumps(result))
         return
     report(args, collect(args))
@@ -301,7 +303,7 @@ def collect(args) -> dict:
         "torch": torch.__version__,
     }
     if torch.device(args.device).type == "cuda":
-        results["gpu"] = torch.cuda.get_device_name()
+        results["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     results.update(run_phase(args, "floor"))
     for k in (4, 16):
         results.update(run_phase(args, "test", k=k))

@@ -126,3 +126,25 @@ def test_a_folder_moved_aside_when_the_process_died_is_restored_or_removed(tmp_p
     aside.mkdir()
     remove_leftovers(target)  # the new folder is in place: the old one goes
     assert not aside.exists() and (target / "model.pt").is_file()
+
+
+def test_without_replace_an_empty_busy_target_or_fresh_volume_is_filled_in_place(tmp_path, monkeypatch) -> None:
+    volume = tmp_path / "volume"  # a fresh file system: only lost+found, so the rename finds it not empty
+    (volume / "lost+found").mkdir(parents=True)
+    with staged_folder(volume, last=("predictions.csv",), replace=False) as stage:
+        fill(stage, ["a.png", "predictions.csv"])
+    assert sorted(p.name for p in volume.iterdir()) == ["a.png", "lost+found", "predictions.csv"]
+    bind = tmp_path / "bind"  # an empty bind mount: renaming onto it is refused as busy
+    bind.mkdir()
+    real_rename = Path.rename
+
+    def rename(self, to):
+        if Path(to) == bind:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with staged_folder(bind, replace=False) as stage:
+        fill(stage, ["b.png"])
+    assert [p.name for p in bind.iterdir()] == ["b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bind", "volume"]

@@ -352,3 +352,13 @@ def test_a_changed_suite_that_stops_midway_leaves_no_stale_tables(data, tmp_path
     with pytest.raises(AssertionError, match="must not be recomputed"):
         run_benchmark(changed, tile_spec(data, seeds=(1,)), out, overwrite=True, progress=False)
     assert not any((out / name).exists() for name in ("benchmark.md", "benchmark.csv", "benchmark.json"))
+
+
+def test_a_cell_whose_report_is_missing_is_tested_again_when_reports_are_asked_for(data, tmp_path):
+    out = tmp_path / "suite"
+    run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False, report=True)
+    cell = out / "mvtec" / "synth_tile" / "1-shot" / "seed-1"
+    (cell / "report.html").unlink()  # as when the process died while drawing it, after metrics.json
+    result = run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False, report=True)
+    assert [c.status for c in result.cells] == ["tested"] and (cell / "report.html").is_file()
+    assert [c.status for c in run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False).cells] == ["reused"]

@@ -159,7 +159,8 @@ def test_train_test_predict_end_to_end(synthetic_benchmark, tmp_path, capsys) ->
     )
     page = (run / "report.html").read_text()
     assert f"{d['missed_anomalies']} of {d['anomalous']} anomalous images missed" in page
-    assert "up to half of each label" in page and "Green outline: the ground truth" in page
+    assert "no more than half of the grid from one label" in page and "Green outline: the ground truth" in page
+    assert "on which the normal reference images span about 0 to 1" in page
     assert main(["test", str(run), "--quiet", "--no-report", "--precision", "bf16"]) == 0
     low = json.loads((run / "metrics.json").read_text())
     assert low["precision"] == "bf16" and abs(low["pixel_auroc"] - metrics["pixel_auroc"]) < 0.03
@@ -358,6 +359,13 @@ def test_a_full_disk_is_one_line_and_other_os_errors_keep_their_traceback(monkey
     assert capsys.readouterr().err.strip() == (
         "clipmpcad: error: No space left on device (/data/runs/x/model.pt); nothing half-written was left"
     )
+
+    def denied(args) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/private/config.json")
+
+    monkeypatch.setattr(cli, "cmd_datasets", denied)
+    assert main(["datasets"]) == 2  # a read as much as a write: the input's problem, said plainly
+    assert capsys.readouterr().err.strip() == "clipmpcad: error: Permission denied (/data/private/config.json)"
 
     def bug(args) -> int:
         raise FileNotFoundError(errno.ENOENT, "a path the code got wrong")

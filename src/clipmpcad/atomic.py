@@ -85,7 +85,7 @@ def staged_folder(target: str | Path, last: Sequence[str] = (), replace: bool = 
             _replace_contents(target, stage, last)
             return
         if not replace:
-            _take_place(stage, target)
+            _take_place(stage, target, last)
             return
         old = target.with_name(f".{target.name}{OLD_INFIX}{uuid.uuid4().hex[:8]}")
         if target.exists():
@@ -104,14 +104,20 @@ def staged_folder(target: str | Path, last: Sequence[str] = (), replace: bool = 
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _take_place(stage: Path, target: Path) -> None:
-    """Rename `stage` to `target`, which must be absent or empty (the rename itself checks, atomically)."""
+def _take_place(stage: Path, target: Path, last: Sequence[str]) -> None:
+    """Rename `stage` to `target`, which must be absent or empty (the rename itself checks,
+    atomically). A target the rename cannot replace but that is still empty (a bind mount, a fresh
+    volume holding lost+found) is filled in place; one another process filled meanwhile is kept."""
     try:
         stage.rename(target)
+        return
     except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        if error.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             raise
-        raise ConfigError(f"{target} was written by another process meanwhile; it is kept as it is") from None
+    if target.is_dir() and all(p.name in FILESYSTEM_ENTRIES for p in target.iterdir()):
+        _replace_contents(target, stage, last)
+        return
+    raise ConfigError(f"{target} was written by another process meanwhile; it is kept as it is")
 
 
 def staging_place(target: str | Path) -> tuple[Path, Path]:

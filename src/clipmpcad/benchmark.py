@@ -164,7 +164,9 @@ def run_benchmark(
     cells = plan(spec, dict(base.data.options))
     configs = [base.with_overrides(cell.overrides()) for cell in cells]
     _check_suite_folder(out, base, spec, cells, overwrite)
-    actions = [_action(cell.run_dir(out), cfg, overwrite) for cell, cfg in zip(cells, configs, strict=True)]
+    for cell in cells:  # what a killed run left (a folder it was replacing comes back) before deciding
+        remove_leftovers(cell.run_dir(out))
+    actions = [_action(cell.run_dir(out), cfg, overwrite, report) for cell, cfg in zip(cells, configs, strict=True)]
     _check_data(configs, actions)
     for name in TABLE_FILES:  # rebuilt at the end: an interrupted run leaves none that contradict suite.json
         (out / name).unlink(missing_ok=True)
@@ -378,8 +380,9 @@ def _suite_members(datasets: Sequence[Sequence[str]], cells: Sequence[str]) -> d
     }
 
 
-def _action(run_dir: Path, cfg: RunConfig, overwrite: bool) -> str:
-    """What a cell needs: "reuse", "test" (metrics only) or "train"; conflicts fail here."""
+def _action(run_dir: Path, cfg: RunConfig, overwrite: bool, report: bool = False) -> str:
+    """What a cell needs: "reuse", "test" (metrics, and the report when asked for and missing) or
+    "train"; conflicts fail here."""
     if not run_dir.is_dir() or not any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
         return "train"
     redo = "pass --overwrite to redo it, or choose another --out"
@@ -397,7 +400,8 @@ def _action(run_dir: Path, cfg: RunConfig, overwrite: bool) -> str:
         if overwrite:
             return "train"
         raise ConfigError(f"{run_dir} was run with other settings ({_describe(differences)}); {redo}")
-    return "reuse" if _finished(run_dir, cfg) else "test"
+    reported = not report or (run_dir / "report.html").is_file()
+    return "reuse" if _finished(run_dir, cfg) and reported else "test"
 
 
 def _finished(run_dir: Path, cfg: RunConfig) -> bool:
@@ -452,7 +456,6 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
 
 def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) -> CellResult:
     run_dir = cell.run_dir(out)
-    remove_leftovers(run_dir)
     if action == "train":  # the folder is absent, empty, or the user asked to replace it
         run = experiment.train_model(cfg, run_dir, overwrite=True, progress=False)
         record = experiment.evaluate_run(run, progress=False, report=report)  # no second backbone load

@@ -55,16 +55,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 1
     except OSError as error:
-        if error.errno not in _REFUSED_WRITES:  # any other OSError is a bug: it keeps its traceback
+        if error.errno not in (*_FULL, *_DENIED):  # any other OSError is a bug: it keeps its traceback
             raise
-        where = f" ({error.filename})" if error.filename else ""
-        print(f"clipmpcad: error: {error.strerror or error}{where}; nothing half-written was left", file=sys.stderr)
-        return 1
+        return _refused(error)
 
 
 _PACKAGE = Path(__file__).parent
-# the system refused a write (a full disk, a quota, a read-only or failing file system, no permission)
-_REFUSED_WRITES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def _refused(error: OSError) -> int:
+    """One line for what the system refused: status 2 where this user may not read or write a path
+    (the input's problem), 1 where the disk is full or failing (staged outputs are already gone)."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in _DENIED:
+        print(f"clipmpcad: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    print(f"clipmpcad: error: {error.strerror or error}{where}; nothing half-written was left", file=sys.stderr)
+    return 1
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)  # the system refused a write
+_DENIED = (errno.EACCES, errno.EPERM)  # no permission, to read or to write
 
 
 class Terminated(KeyboardInterrupt):

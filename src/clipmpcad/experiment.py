@@ -349,7 +349,7 @@ def finish_model(
     device: torch.device,
 ) -> tuple[Detector, Calibration | None, MemoryBank | None]:
     """After training: the bank of the normal support views and the calibration; also the bank as
-    built, on the CPU, for the run to save (the model's may be stored in bf16 for the search)."""
+    built, for the run to save (the model's may be stored in bf16 for the search)."""
     detector = Detector(
         model,
         None,
@@ -365,7 +365,7 @@ def finish_model(
         bank = build_bank(model, normals, (detector.map_branch,), device, batch, cfg.precision)
         if cfg.bank.coreset < 1.0:  # approximate bank (PatchCore-style), off by default
             bank = bank.coreset(cfg.bank.coreset, seed=cfg.seed)
-        model.bank, built = bank.placed(device, cfg.bank.precision, cfg.precision), bank.to(torch.device("cpu"))
+        model.bank, built = bank.placed(device, cfg.bank.precision, cfg.precision), bank
     calibration = None  # "test": fitted by test_run on the test set
     if protocol.calibration == "fixed":
         calibration = fixed_calibration(model)
@@ -460,6 +460,8 @@ def evaluate_run(
             pixel_threshold=m.pixel_f1_threshold if m.pixel_f1_threshold is not None else 0.5,
         )
     record = metrics_record(run, cfg, protocol, shots, result)
+    if report:  # an older report must not stand beside these metrics if the new one fails
+        (run.run_dir / "report.html").unlink(missing_ok=True)
     write_json(run.run_dir / "metrics.json", record)  # first: a report that fails loses no metrics
     if report:
         from .report.run_report import write_run_report  # local: the report pulls in matplotlib

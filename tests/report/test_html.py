@@ -184,3 +184,16 @@ def test_the_page_says_how_many_normal_images_the_thresholds_rest_on(tmp_path, n
     text = page.read_text(encoding="utf-8")
     assert f"fitted on {n} normal support image" in text
     assert ("the thresholds are rough" in text) == rough
+
+
+def test_the_grid_legend_says_what_the_colours_mean_for_each_calibration():
+    from clipmpcad.report.html import _grid_legend
+
+    masks = {"pixel_auroc": 0.9, "calibration": {"source": "reference", "pixel_threshold": 0.587}}
+    text = _grid_legend(masks, sigma=4.0)
+    assert "normal reference images span about 0 to 1" in text and "Green outline" in text
+    assert "pixel threshold 0.587" in text and "σ = 4 px" in text
+    paper = _grid_legend({"pixel_auroc": None, "calibration": {"source": "test", "pixel_threshold": 0.5}}, None)
+    assert "this test set spans 0 to 1" in paper and "Green" not in paper and "Red outline" not in paper
+    fixed = _grid_legend({"calibration": {"source": "fixed", "pixel_threshold": 0.5}}, None)
+    assert "a probability" in fixed and "reference" not in fixed

@@ -162,18 +162,15 @@ def _grid_legend(metrics: Mapping[str, Any], sigma: float | None) -> str:
     pixel = cal.get("pixel_threshold")
     has_masks = metrics.get("pixel_auroc") is not None or metrics.get("pixel_metrics_at") is not None
     scale = {
-        "reference": "on which the normal reference images span about 0 to 1",
-        "test": "on which this test set spans 0 to 1 (min-max over it)",
-        "fixed": "a probability: the text branch's, averaged over the levels",
-    }.get(cal.get("source"), "the fused score's")
+        "reference": " on the fused score's scale, on which the normal reference images span about 0 to 1.",
+        "test": " on the fused score's scale, on which this test set spans 0 to 1 (min-max over it).",
+        "fixed": ": a probability, the text branch's averaged over the levels.",
+    }.get(cal.get("source"), " on the fused score's scale.")
     lines = [
         "Shown: the images furthest on the wrong side of the image threshold first (anomalous images "
         "scored lowest, normal images scored highest), no more than half of the grid from one label while "
         "the other has images left; a red frame marks a wrong decision.",
-        f"Left: the image; right: its anomaly map, coloured from blue (0) to red (1 and above) on the fused "
-        f"score's scale, {scale}."
-        if cal.get("source") != "fixed"
-        else f"Left: the image; right: its anomaly map, coloured from blue (0) to red (1): {scale}.",
+        "Left: the image; right: its anomaly map, coloured from blue (0) to red (1 and above)" + scale,
     ]
     if has_masks:
         lines.append("Green outline: the ground truth.")

@@ -86,6 +86,8 @@ def test_zero_shot_trained_on_other_categories(synthetic_benchmark, tmp_path) ->
     run = experiment.train_run(cfg, tmp_path / "loo", progress=False, train_on=["SynthChest"])
     train = read(run / "train.json")
     assert train["train_on"] == ["SynthChest"] and train["support_views"] == 2 * 2 * 11 and train["steps"] > 0
+    (given,) = train["train_on_shots"]  # the source's shots are recorded as a run's own are
+    assert given["category"] == "SynthChest" and len(given["normal"]) == len(given["abnormal"]) == 2
     assert not (run / "bank.pt").exists()
     assert experiment.test_run(run, progress=False, report=False)["adapter"] == "madff"
     with pytest.raises(ClipMPCADError, match="test category itself"):

@@ -156,13 +156,7 @@ def train_model(
     backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
     prep = preprocess_for(backbone, data, protocol)
     prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
-    if sources:  # zero-shot with adapters trained elsewhere (METHOD §9); their prototypes need the text tower
-        support, lr = _source_support(cfg, sources, backbone, protocol), cfg.train.lr or 1e-4
-    elif shots.normal:
-        support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
-        lr = cfg.train.lr or LEARNING_RATES[data.domain]
-    else:  # training-free zero-shot: nothing to fit
-        support, lr = None, 0.0
+    support, lr, source_shots = _support(cfg, data, shots, sources, backbone, prep, protocol)
     backbone.drop_text()  # every prototype exists now: the text tower never goes to the device
     adapter = cfg.adapter if protocol.trains or sources else None
     with fixed_torch_seed(cfg.seed):
@@ -194,6 +188,7 @@ def train_model(
         "lr": lr,
         "support_views": len(support or ()),
         "train_on": list(train_on or []),
+        "train_on_shots": source_shots,  # the shots each --train-on category gave, as shots.json records them
         "adapter_parameters": adapter_parameters(model),
         "train_seconds": time.perf_counter() - start,
         "device": str(device),
@@ -235,11 +230,33 @@ def _source_data(cfg: RunConfig, item: str, target: CategoryData) -> CategoryDat
     return data
 
 
-def _source_support(cfg: RunConfig, sources: list[CategoryData], backbone: Backbone, protocol: Protocol) -> SupportSet:
+def _support(
+    cfg: RunConfig,
+    data: CategoryData,
+    shots: Shots,
+    sources: list[CategoryData],
+    backbone: Backbone,
+    prep: Preprocess,
+    protocol: Protocol,
+) -> tuple[SupportSet | None, float, list[dict]]:
+    """The views the adapters train on, the learning rate, and the --train-on sources' shots."""
+    if sources:  # zero-shot with adapters trained elsewhere (METHOD §9); their prototypes need the text tower
+        support, source_shots = _source_support(cfg, sources, backbone, protocol)
+        return support, cfg.train.lr or 1e-4, source_shots
+    if shots.normal:
+        support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
+        return support, cfg.train.lr or LEARNING_RATES[data.domain], []
+    return None, 0.0, []  # training-free zero-shot: nothing to fit
+
+
+def _source_support(
+    cfg: RunConfig, sources: list[CategoryData], backbone: Backbone, protocol: Protocol
+) -> tuple[SupportSet, list[dict]]:
     """Support views of every source category (k normal + k abnormal shots each), each view with
-    its own category's text prototypes (its prompt set and object name, as MVFA trains)."""
+    its own category's text prototypes (its prompt set and object name, as MVFA trains); and the
+    shots of each source, as shots.json records a run's own."""
     own_prompts = cfg.with_overrides({"prompts.prompt_set": None, "prompts.classname": None})
-    sets = []
+    sets, records = [], []
     for data in sources:
         shots = select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source)
         prep = preprocess_for(backbone, data, protocol)
@@ -247,7 +264,8 @@ def _source_support(cfg: RunConfig, sources: list[CategoryData], backbone: Backb
         prototypes, _, _ = build_prototypes(backbone, own_prompts, data)
         support.prototypes = prototypes.expand(len(support), *prototypes.shape)  # (V, D, 2)
         sets.append(support)
-    return SupportSet.concat(sets)
+        records.append({"root": str(Path(data.root).resolve()), **shots_to_json(shots, data)})
+    return SupportSet.concat(sets), records
 
 
 def train_seeds(

@@ -108,6 +108,27 @@ def test_coreset_keeps_a_fraction_and_covers_the_rows() -> None:
     assert torch.equal(kept, kept.sort().values), "the coreset keeps bank order, each owner's rows together"
 
 
+def test_a_coreset_of_duplicated_rows_keeps_distinct_rows() -> None:
+    from clipmpcad.memory_bank import greedy_coreset
+
+    rows = torch.randn(5, 16).repeat(2, 1)  # 10 rows, 5 distinct
+    picked = greedy_coreset(rows, 9, seed=0)
+    assert picked.unique().numel() == 9  # every index once, duplicates of chosen rows last
+    assert {tuple(r) for r in rows[picked[:5]].tolist()} == {tuple(r) for r in rows[:5].tolist()}
+
+
+def test_calibration_refuses_a_bank_that_keeps_one_support_image(synthetic_benchmark, tmp_path) -> None:
+    from clipmpcad import experiment
+    from clipmpcad.errors import ConfigError
+    from tinyrun import tiny_run_config
+
+    s = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    cfg = tiny_run_config("mvtec", s.root, s.category, bank={"coreset": 0.0001}, train={"epochs": 0})
+    with pytest.raises(ConfigError, match="keeps rows of a single support image"):
+        experiment.train_model(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bf16_bank_is_close_to_exact() -> None:
     bank, _, _ = make_bank(views=8, tokens=10, dim=32)
     query = torch.randn(3, 7, 32)

@@ -134,10 +134,16 @@ def calibrate_on_reference(
     """Fit branch normalisations and thresholds on normal support views scored leave-one-out."""
     tracker, collected = RangeTracker(), []
     owners = loo_groups(normals.groups)
-    if detector.model.bank is not None and owners.unique().numel() < 2:
+    bank = detector.model.bank
+    if bank is not None and owners.unique().numel() < 2:
         raise ConfigError(
             "leave-one-out calibration needs at least two normal support views; "
             "with one shot keep the 11 augmented views (train.views 11)"
+        )
+    if bank is not None and any(int(g.unique().numel()) < 2 for levels in bank.groups.values() for g in levels):
+        raise ConfigError(  # a query would find only its own rows, all left out: an infinite score
+            "the memory bank keeps rows of a single support image at some level, so leave-one-out "
+            "calibration has nothing to compare with; raise bank.coreset (--coreset) or add shots"
         )
     for start in range(0, len(normals), batch):
         sl = slice(start, start + batch)

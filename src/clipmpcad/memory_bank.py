@@ -203,8 +203,10 @@ def greedy_coreset(rows: torch.Tensor, count: int, seed: int = 0, dim: int = 128
     first = int(torch.randint(rows.shape[0], (1,), generator=generator))
     chosen = [first]
     nearest = (points - points[first]).square().sum(dim=1)  # squared distance to the chosen set
+    nearest[first] = -1.0  # chosen rows stay below any distance: a duplicate of one is picked as itself
     for _ in range(count - 1):
         index = int(torch.argmax(nearest))
         chosen.append(index)
         nearest = torch.minimum(nearest, (points - points[index]).square().sum(dim=1))
+        nearest[index] = -1.0
     return torch.tensor(chosen, device=rows.device)

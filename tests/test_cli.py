@@ -195,7 +195,8 @@ def test_mvfa_baseline_linear_adapter_and_base_prompts(synthetic_benchmark, tmp_
         == 0
     )
     metrics = json.loads((run / "metrics.json").read_text())
-    assert (metrics["adapter"], metrics["prompts"]["mode"]) == ("linear", "base")
+    assert (metrics["adapter"], metrics["prompts"]["mode"], metrics["prompts"]["set"]) == ("linear", "base", None)
+    assert len(json.loads((run / "train.json").read_text())["prompt_sentences_sha256"]) == 64
     assert json.loads((run / "train.json").read_text())["adapter_parameters"]["per_adapter"] == 2 * 64 * 64
 
 

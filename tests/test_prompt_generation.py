@@ -247,3 +247,26 @@ def test_bad_arguments_fail_before_any_request(server, out_dir, arguments, messa
     with pytest.raises(PromptError, match=message):
         generate_prompt_set("teeth", out_dir / "t.json", endpoint=endpoint(server), **arguments)
     assert server.requests == []
+
+
+def test_a_folder_as_out_and_an_endless_timeout_fail_before_any_request(server, out_dir):
+    with pytest.raises(PromptError, match="is a folder; give the prompt-set file"):
+        generate_prompt_set("teeth", out_dir, endpoint=endpoint(server), overwrite=True)
+    with pytest.raises(PromptError, match="timeout must be a finite number"):
+        ChatEndpoint.resolve("http://127.0.0.1:1/v1", "m", None, float("inf"))
+    assert server.requests == []
+
+
+def test_the_answer_is_found_among_reasoning_and_prose_with_braces():
+    from clipmpcad.prompt_generation import parse_answer
+
+    good = {"normal": ["a flawless {classname}"], "abnormal": ["a cracked {classname}"]}
+    replies = [
+        "<think>the user wants {classname} in each sentence; maybe ```json {} ```</think>" + json.dumps(good),
+        "Here it is:\n" + json.dumps(good) + "\nEvery sentence keeps {classname} as asked.",
+        "```json\n" + json.dumps(good) + "\n```\nNote: {classname} is filled in later.",
+    ]
+    for reply in replies:
+        assert parse_answer(reply) == good
+    with pytest.raises(PromptError, match="lacks 'abnormal'"):
+        parse_answer('{"normal": ["x"]} and nothing else')

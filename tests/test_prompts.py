@@ -417,6 +417,12 @@ def test_an_unreadable_cache_entry_warns_and_is_recomputed(tmp_path):
         t = cache.get_or_compute("m", sentences, lambda: torch.zeros(4, 2))
     assert torch.equal(t, torch.zeros(4, 2))
     assert torch.equal(cache.get("m", sentences), torch.zeros(4, 2))
+    # bytes that make torch's weights-only reader raise a KeyError, and tensors that are no prototypes
+    for damage in (b"hello", torch.full((4, 2), float("nan")), torch.zeros(4, 2, dtype=torch.float16)):
+        path = cache.path_for("m", sentences)
+        path.write_bytes(damage) if isinstance(damage, bytes) else torch.save(damage, path)
+        with pytest.warns(UserWarning, match="unusable prototype cache entry"):
+            assert cache.get("m", sentences) is None
 
 
 def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path):

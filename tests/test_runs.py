@@ -138,6 +138,18 @@ def test_absolute_paths_cover_shot_lists_but_not_the_root_relative_folders(tmp_p
     assert dict(cfg.data.options) == {"normal_dir": "good", "shot_lists": str((tmp_path / "lists").resolve())}
 
 
+def test_a_package_prompt_set_stays_a_name_beside_a_folder_of_that_name(tmp_path, monkeypatch) -> None:
+    from clipmpcad.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chest_xray").mkdir()  # a medical user's data folder, named like the package set
+    (tmp_path / "mine.json").write_text("{}")
+    cfg = RunConfig().with_overrides({"prompts.prompt_set": "chest_xray"}).with_absolute_paths()
+    assert cfg.prompts.prompt_set == "chest_xray"
+    cfg = RunConfig().with_overrides({"prompts.prompt_set": "mine.json"}).with_absolute_paths()
+    assert cfg.prompts.prompt_set == str(tmp_path.resolve() / "mine.json")  # a file is still made absolute
+
+
 def test_named_weights_stay_names_beside_files_of_that_name(tmp_path, monkeypatch) -> None:
     from clipmpcad.config import RunConfig
     from clipmpcad.errors import CheckpointError

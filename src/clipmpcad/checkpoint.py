@@ -35,7 +35,7 @@ class RunMeta:
     category: str
     domain: str
     classname: str
-    prompt_set: str
+    prompt_set: str | None  # None: base mode, no set
     has_masks: bool
     normalize: bool
 

@@ -195,13 +195,14 @@ class RunConfig:
         """Every setting that may name a file or folder, by dotted key, unset ones left out: the
         folder of a local-dir: model without its prefix, and under "data.options" the BMAD loader's
         shot_lists (its other options are folders relative to the root)."""
-        from .weights import is_named_weights  # weights builds on this module
+        from .prompts import names_a_file  # prompts and weights build on this module
+        from .weights import is_named_weights
 
         b = self.backbone
         named = {
             "data.root": self.data.root,
             "data.shot_file": self.data.shot_file,
-            "prompts.prompt_set": self.prompts.prompt_set,  # a package set's name is not a file
+            "prompts.prompt_set": self.prompts.prompt_set if names_a_file(self.prompts.prompt_set or "") else None,
             "backbone.weights": None if is_named_weights(b.model, b.weights) else b.weights,  # openai, random
             "backbone.cache_dir": b.cache_dir,
             "backbone.model": b.model.removeprefix(LOCAL_DIR) if b.model.startswith(LOCAL_DIR) else None,

@@ -79,16 +79,24 @@ def preprocess_for(backbone: Backbone, data: CategoryData, protocol: Protocol) -
     return Preprocess(backbone.info.image_size, normalize, tuple(backbone.mean), tuple(backbone.std))
 
 
-def build_prototypes(backbone: Backbone, cfg: RunConfig, data: CategoryData) -> tuple[torch.Tensor, str, str]:
-    """T (D, 2) for the run's prompt mode, set and object name, through the on-disk cache."""
-    name = cfg.prompts.prompt_set or data.prompt_set
-    prompt_set = None if cfg.prompts.mode == "base" else load_prompt_set(name)
+def build_prototypes(
+    backbone: Backbone, cfg: RunConfig, data: CategoryData
+) -> tuple[torch.Tensor, str | None, str, str]:
+    """T (D, 2) for the run's prompt mode, set and object name, through the on-disk cache; the
+    set's name (None in base mode, which uses none), the object name and the sentences' digest."""
+    if cfg.prompts.mode == "base":
+        if cfg.prompts.prompt_set:
+            warnings.warn(f"--prompts base uses no prompt set: {cfg.prompts.prompt_set} is not used", stacklevel=2)
+        name, prompt_set = None, None
+    else:
+        name = cfg.prompts.prompt_set or data.prompt_set
+        prompt_set = load_prompt_set(name)
     classname = cfg.prompts.classname or data.classname
     sentences = prompt_sentences(cfg.prompts.mode, prompt_set, classname)
     prototypes = PrototypeCache().get_or_compute(
         backbone.info.identity, sentences, lambda: text_prototypes(backbone.encode_text, backbone.tokenize, sentences)
     )
-    return prototypes, name, classname
+    return prototypes, name, classname, sentences.digest()
 
 
 def load_support(shots: Shots, prep: Preprocess, views: int, seed: int, has_masks: bool) -> SupportSet:
@@ -155,7 +163,7 @@ def train_model(
     start = time.perf_counter()
     backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
     prep = preprocess_for(backbone, data, protocol)
-    prototypes, prompt_set, classname = build_prototypes(backbone, cfg, data)
+    prototypes, prompt_set, classname, sentences_digest = build_prototypes(backbone, cfg, data)
     support, lr, source_shots = _support(cfg, data, shots, sources, backbone, prep, protocol)
     backbone.drop_text()  # every prototype exists now: the text tower never goes to the device
     adapter = cfg.adapter if protocol.trains or sources else None
@@ -188,6 +196,7 @@ def train_model(
         "lr": lr,
         "support_views": len(support or ()),
         "train_on": list(train_on or []),
+        "prompt_sentences_sha256": sentences_digest,  # which sentences made the prototypes, whatever a file says later
         "train_on_shots": source_shots,  # the shots each --train-on category gave, as shots.json records them
         "adapter_parameters": adapter_parameters(model),
         "train_seconds": time.perf_counter() - start,
@@ -261,7 +270,7 @@ def _source_support(
         shots = select_shots(data, cfg.data.shot, cfg.seed, cfg.data.shot_source)
         prep = preprocess_for(backbone, data, protocol)
         support = load_support(shots, prep, cfg.train.views, cfg.seed, data.has_masks)
-        prototypes, _, _ = build_prototypes(backbone, own_prompts, data)
+        prototypes, _, _, _ = build_prototypes(backbone, own_prompts, data)
         support.prototypes = prototypes.expand(len(support), *prototypes.shape)  # (V, D, 2)
         sets.append(support)
         records.append({"root": str(Path(data.root).resolve()), **shots_to_json(shots, data)})

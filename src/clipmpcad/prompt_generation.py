@@ -38,6 +38,7 @@ SYSTEM_MESSAGE = (
     "You write text prompts for CLIP-based visual anomaly detection. Answer with one JSON object and nothing else."
 )
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_THINKING = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)  # reasoning models' preamble
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class ChatEndpoint:
             raise PromptError(
                 f"base URL {base_url!r} must be an http:// or https:// URL, e.g. https://api.openai.com/v1"
             )
-        if not timeout_s > 0:
-            raise PromptError(f"timeout must be positive seconds, got {timeout_s}")
+        if not 0 < timeout_s < float("inf"):
+            raise PromptError(f"timeout must be a finite number of seconds above 0, got {timeout_s}")
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
         return cls(base_url.rstrip("/"), model, key, float(timeout_s))
 
@@ -104,6 +105,8 @@ def generate_prompt_set(
     failure raises a one-line PromptError, and ``out`` is written only by the final rename.
     """
     out = Path(out)
+    if out.is_dir():  # checked before the (paid) request, as every option is
+        raise PromptError(f"{out} is a folder; give the prompt-set file to write, e.g. {out / 'my_set.json'}")
     if out.exists() and not overwrite:
         raise PromptError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     if not MIN_SENTENCES <= n <= MAX_SENTENCES:
@@ -165,13 +168,7 @@ def ask(endpoint: ChatEndpoint, instruction: str) -> str:
 def parse_answer(reply: str) -> dict:
     """The JSON object in the model's reply (a ```json fenced block is accepted, as is text
     around the object), with ``normal`` and ``abnormal`` lists of strings."""
-    fenced = _FENCED.search(reply)
-    text = fenced.group(1) if fenced else reply
-    start, end = text.find("{"), text.rfind("}")
-    try:
-        answer = json.loads(text[start : end + 1]) if 0 <= start < end else None
-    except ValueError:
-        answer = None
+    answer = _first_answer(_THINKING.sub("", reply))
     if not isinstance(answer, dict):
         raise PromptError(f"the model's reply is not a JSON object: {_excerpt(reply)}")
     missing = [key for key in ("normal", "abnormal") if key not in answer]
@@ -184,6 +181,25 @@ def parse_answer(reply: str) -> dict:
         if not isinstance(answer[key], list) or not all(isinstance(s, str) for s in answer[key]):
             raise PromptError(f"the model's {key!r} is not a list of strings")
     return answer
+
+
+def _first_answer(text: str) -> dict | None:
+    """The first JSON object in `text` (fenced blocks first) that has ``normal`` and ``abnormal``;
+    else the first JSON object at all (for the error that names its keys), else None. Braces in
+    prose around it ({classname} mentioned before or after) do not get in the way."""
+    candidates = [m.group(1) for m in _FENCED.finditer(text)] + [text]
+    decoder, first = json.JSONDecoder(), None
+    for candidate in candidates:
+        for start in (i for i, c in enumerate(candidate) if c == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                if "normal" in value and "abnormal" in value:
+                    return value
+                first = first if first is not None else value
+    return first
 
 
 def write_prompt_set(prompt_set: PromptSet, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 PROMPT_MODES = {
     "base": "the base ensemble only",
     "p-prompts": "the prompt set's sentences only",
-    "base+p": "both sources, each source's prototype weighted equally",
+    "base+p": "both sources pooled: every sentence encoded, normalised and averaged with the others",
 }
 
 # METHOD §4 base ensemble: states, then the 35 CLIP photo templates, in the published order.
@@ -313,13 +313,19 @@ def prompt_set_names() -> list[str]:
     return sorted(p.name[:-5] for p in _package_dir().iterdir() if p.name.endswith(".json"))
 
 
+def names_a_file(text: str) -> bool:
+    """A prompt-set value that is a file's path (it ends in .json or holds a separator), not a
+    package set's name: the one rule for loading it and for storing it in a run's config."""
+    return text.endswith(".json") or "/" in text or os.sep in text
+
+
 def load_prompt_set(name_or_path: str | Path) -> PromptSet:
     """A package set by name (``"brain_mri"``), or a JSON file: a Path, or a string ending in
     ``.json`` or holding a path separator. PromptError for an unknown name (listing the
     available ones), a missing file, invalid JSON or a set that fails the schema."""
     names = prompt_set_names()
     text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text or os.sep in text:
+    if isinstance(name_or_path, Path) or names_a_file(text):
         path = Path(name_or_path)
         if not path.is_file():
             raise PromptError(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,11 +165,12 @@ class PrototypeCache:
             return None
         try:
             prototypes = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(prototypes, torch.Tensor) and prototypes.ndim == 2 and prototypes.shape[1] == 2:
+            fits = isinstance(prototypes, torch.Tensor) and prototypes.ndim == 2 and prototypes.shape[1] == 2
+            if fits and prototypes.dtype == torch.float32 and bool(torch.isfinite(prototypes).all()):
                 return prototypes
-            error: object = "not a (D, 2) tensor"
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as caught:
-            error = caught
+            error: object = "not a finite float32 (D, 2) tensor"
+        except Exception as caught:  # whatever a damaged file makes torch's reader raise: recomputed
+            error = f"{type(caught).__name__}: {caught}"
         warnings.warn(f"{path}: unusable prototype cache entry ({error}); recomputing", stacklevel=2)
         return None
 

@@ -84,7 +84,9 @@ def test_a_shot_file_fixes_k_and_an_explicit_shot_that_disagrees_is_refused(
     argv = ["train", "--dataset", "mvtec", "--root", str(s.root), "--category", s.category, "--quiet"]
     argv += ["--model", "clipmpcad-tiny", "--out", str(tmp_path / "x"), "--shot-file", shot_file, "--shot", "2"]
     assert main(argv) == 2
-    assert "--shot and the shot file" in capsys.readouterr().err
+    assert "--shot (data.shot) and the shot file" in capsys.readouterr().err
+    argv[-2:] = ["--set", "data.shot=8"]  # the same through --set
+    assert main(argv) == 2 and "both set k" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("normal", "anomalous", "says"), [(5, 0, "no anomalous image"), (0, 5, "no normal image")])

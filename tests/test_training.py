@@ -137,3 +137,37 @@ def test_a_gpu_index_is_checked_against_the_gpus_there(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
         resolve_device("cuda")
+
+
+def test_bad_settings_are_refused_by_name_before_any_work(tmp_path) -> None:
+    from clipmpcad.config import RunConfig, load_config
+    from clipmpcad.errors import ConfigError
+
+    base = RunConfig().with_overrides({"train.lr": 0.01, "train.batch_size": 4})
+    kept = base.with_overrides({"train": {"epochs": 2}})  # a section given whole: its other keys stay
+    assert (kept.train.epochs, kept.train.lr, kept.train.batch_size) == (2, 0.01, 4)
+    for override, says in [
+        ({"train": {"epoch": 2}}, "unknown configuration key train.epoch"),
+        ({"train.lr": float("inf")}, "train.lr must be a finite number"),
+        ({"train.betas": [float("nan"), 0.9]}, r"train.betas\[0\] must be a finite number"),
+        ({"train.betas": [0.5, 1.0]}, r"train.betas must each be in \[0, 1\)"),
+        ({"adapter.residual": [0, 0, 0]}, "adapter.residual weights must be ≥ 0 with the first > 0"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*63\)"),
+        ({"backbone.init_seed": 2**64}, r"backbone.init_seed must be in \[0, 2\*\*63\)"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            base.with_overrides(override)
+    with pytest.raises(ConfigError, match=r"is a folder; give its config\.json"):
+        load_config(tmp_path)
+
+
+def test_a_diverging_run_stops_and_names_the_learning_rate(synthetic_benchmark, tmp_path) -> None:
+    from clipmpcad import experiment
+    from clipmpcad.errors import ConfigError
+    from tinyrun import tiny_run_config
+
+    s = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    cfg = tiny_run_config("mvtec", s.root, s.category, train={"epochs": 4, "lr": 1e6})
+    with pytest.raises(ConfigError, match=r"training diverged in epoch \d .*lower the learning rate \(--lr"):
+        experiment.train_model(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from .errors import ConfigError
 
+SEED_LIMIT = 2**63  # seeds torch and numpy accept
 DEMO_EPOCHS = 15  # the demo's training epochs per dataset (clipmpcad demo --epochs)
 LOCAL_DIR = "local-dir:"  # a model given as a folder with open_clip_config.json and its weights
 HF_HUB = "hf-hub:"  # a model on the Hugging Face hub; like LOCAL_DIR, it brings its own weights
@@ -45,6 +47,7 @@ class BackboneConfig:
     init_seed: int = 0  # seed of a randomly initialised backbone, so every process builds the same one
 
     def __post_init__(self) -> None:
+        _check(0 <= self.init_seed < SEED_LIMIT, f"backbone.init_seed must be in [0, 2**63), got {self.init_seed}")
         _check(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
         if self.levels is not None:
             _check(len(self.levels) >= 1, "levels must name at least one block")
@@ -65,6 +68,10 @@ class AdapterConfig:
         _check(self.reduction >= 1, f"reduction must be ≥ 1, got {self.reduction}")
         _check(self.spatial_kernel % 2 == 1, f"spatial_kernel must be odd, got {self.spatial_kernel}")
         _check(len(self.residual) == 3, f"residual needs 3 weights, got {self.residual}")
+        _check(
+            all(w >= 0 for w in self.residual) and self.residual[0] > 0,
+            f"adapter.residual weights must be ≥ 0 with the first > 0 (x keeps a share), got {self.residual}",
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class TrainConfig:
         _check(self.micro_batch is None or self.micro_batch >= 1, "micro_batch must be ≥ 1")
         _check(self.lr is None or self.lr > 0, f"lr must be positive, got {self.lr}")
         _check(self.views in (1, 11), f"views must be 1 (no augmentation) or 11, got {self.views}")
+        _check(all(0 <= b < 1 for b in self.betas), f"train.betas must each be in [0, 1), got {self.betas}")
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,7 @@ class RunConfig:
 
         get_protocol(self.protocol)
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        _check(0 <= self.seed < SEED_LIMIT, f"seed must be in [0, 2**63), got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))
@@ -242,7 +251,15 @@ class RunConfig:
                 node = node[part]
             if leaf not in node:
                 raise ConfigError(f"unknown configuration key {dotted!r}; known here: {', '.join(node)}")
-            node[leaf] = value
+            if isinstance(node[leaf], dict) and isinstance(value, dict):  # a section: its other keys stay
+                unknown = sorted(set(value) - set(node[leaf]))
+                if unknown:
+                    raise ConfigError(
+                        f"unknown configuration key {dotted}.{unknown[0]}; known here: {', '.join(node[leaf])}"
+                    )
+                node[leaf] = {**node[leaf], **value}
+            else:
+                node[leaf] = value
         return RunConfig.from_dict(tree)
 
 
@@ -253,6 +270,8 @@ def load_config(path: str | Path) -> RunConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a folder; give its config.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"configuration file {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
@@ -312,6 +331,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if len(items) != len(value):
             raise ConfigError(f"{where} must have {len(items)} items, got {len(value)}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(items, value, strict=True)))
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is Any or (

@@ -194,9 +194,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = _parse_value(text)
     cfg = cfg.with_overrides(overrides).with_absolute_paths()
-    if getattr(args, "data__shot", None) is not None and cfg.data.shot_file:
+    if "data.shot" in overrides and cfg.data.shot_file:  # --shot or --set data.shot, beside a shot file
         raise ConfigError(
-            f"--shot and the shot file {cfg.data.shot_file} both set k: the file's support set does; drop --shot"
+            f"--shot (data.shot) and the shot file {cfg.data.shot_file} both set k: the file's support set does; "
+            "drop --shot"
         )
     return cfg
 

@@ -7,6 +7,7 @@ optimiser step into several forward passes whose gradients add up to the same st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from .augment import NUM_VIEWS, expand_views
 from .config import TrainConfig
 from .decoder import anomaly_probability, detection_scores, patch_logits
+from .errors import ConfigError
 from .losses import detection_loss, dice_loss, focal_loss
 from .model import ClipMPCAD
 from .runtime import autocast
@@ -190,6 +192,11 @@ def fit(
                 opt.step()
             history.steps += 1
         history.losses.append(float(total) / n)
+        if not math.isfinite(history.losses[-1]):  # nothing after this is meaningful: stop, say why
+            raise ConfigError(
+                f"training diverged in epoch {epoch + 1} (mean loss {history.losses[-1]}); "
+                f"lower the learning rate (--lr, train.lr = {cfg.lr:g})"
+            )
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
         if on_epoch is not None:
             on_epoch(epoch)

@@ -171,3 +171,22 @@ def test_a_diverging_run_stops_and_names_the_learning_rate(synthetic_benchmark, 
     with pytest.raises(ConfigError, match=r"training diverged in epoch \d .*lower the learning rate \(--lr"):
         experiment.train_model(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_seeds_and_kernels_out_of_range_are_refused_before_any_work(tmp_path) -> None:
+    from clipmpcad.benchmark import SuiteSpec
+    from clipmpcad.config import RunConfig
+    from clipmpcad.demo import run_demo
+    from clipmpcad.errors import ConfigError
+    from clipmpcad.experiment import train_seeds
+
+    with pytest.raises(ConfigError, match=r"adapter.spatial_kernel must be odd and ≥ 1, got -1"):
+        RunConfig().with_overrides({"adapter.spatial_kernel": -1})
+    with pytest.raises(ConfigError, match=r"seeds must be in \[0, 2\*\*63\)"):
+        SuiteSpec(datasets=(("bmad", "x"),), seeds=(-1,))
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*63\)"):
+        train_seeds(RunConfig(), [1, -1], tmp_path / "seeds", progress=False)
+    for options in ({"seed": -1}, {"epochs": -1}):
+        with pytest.raises(ConfigError):
+            run_demo(tmp_path / "demo", progress=False, **options)
+    assert list(tmp_path.iterdir()) == []  # nothing generated, nothing trained

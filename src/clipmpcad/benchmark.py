@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import experiment
 from .atomic import remove_leftovers, write_json, write_text
-from .config import SHOTS, RunConfig, load_config
+from .config import SEED_LIMIT, SHOTS, RunConfig, load_config
 from .data import list_categories
 from .errors import ConfigError, DataError
 from .metrics.summary import RATIO_METRICS, RunResult
@@ -67,6 +67,7 @@ class SuiteSpec:
         _check(self.categories is None or len(self.categories) > 0, "categories: give at least one, or None for all")
         _check(len(self.shots) > 0 and set(self.shots) <= set(SHOTS), f"shots must be among {SHOTS}, got {self.shots}")
         _check(len(self.seeds) > 0, "a benchmark needs at least one seed")
+        _check(all(0 <= s < SEED_LIMIT for s in self.seeds), f"seeds must be in [0, 2**63), got {list(self.seeds)}")
         for label, values in (("shots", self.shots), ("seeds", self.seeds), ("categories", self.categories or ())):
             _check(len(set(values)) == len(values), f"{label} {list(values)} repeat a value")
 

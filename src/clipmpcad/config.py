@@ -66,7 +66,10 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         _check(self.kind in ADAPTER_KINDS, f"unknown adapter {self.kind!r}; choose one of {', '.join(ADAPTER_KINDS)}")
         _check(self.reduction >= 1, f"reduction must be ≥ 1, got {self.reduction}")
-        _check(self.spatial_kernel % 2 == 1, f"spatial_kernel must be odd, got {self.spatial_kernel}")
+        _check(
+            self.spatial_kernel >= 1 and self.spatial_kernel % 2 == 1,
+            f"adapter.spatial_kernel must be odd and ≥ 1, got {self.spatial_kernel}",
+        )
         _check(len(self.residual) == 3, f"residual needs 3 weights, got {self.residual}")
         _check(
             all(w >= 0 for w in self.residual) and self.residual[0] > 0,

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .atomic import write_text
-from .config import DEMO_EPOCHS, RunConfig
+from .config import DEMO_EPOCHS, SEED_LIMIT, RunConfig
 from .data.synthetic import generate_benchmark
+from .errors import ConfigError
 from .experiment import describe_header, evaluate_run, train_model
 from .metrics.summary import RunResult
 from .report.tables import benchmark_table
@@ -35,6 +36,9 @@ def run_demo(
     out: Path, *, seed: int = 0, epochs: int | None = None, overwrite: bool = False, progress: bool = True
 ) -> str:
     """Generate, train and test every generated set; write OUT/demo.md and return the table."""
+    demo_config("bmad", out, "check", DEMO_EPOCHS if epochs is None else epochs)  # its checks, before any work
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"the demo's --seed must be in [0, 2**63), got {seed}")
     check_output_folder(out, overwrite, what="demo")  # --overwrite redoes its data, runs and table
     bench = generate_benchmark(out / "data", seed=seed, overwrite=overwrite)
     results, header = [], ""

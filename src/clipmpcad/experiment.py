@@ -291,6 +291,8 @@ def train_seeds(
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         raise ConfigError(f"--seeds names {', '.join(map(str, repeated))} more than once; each seed is one run")
+    for seed in seeds:  # every seed's config is checked before the first one trains
+        cfg.with_overrides({"seed": seed})
     inputs = run_inputs(cfg, train_on or ())
     for seed in seeds:
         check_new_run_dir(out / f"seed-{seed}", overwrite, inputs)

@@ -362,3 +362,10 @@ def test_a_cell_whose_report_is_missing_is_tested_again_when_reports_are_asked_f
     result = run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False, report=True)
     assert [c.status for c in result.cells] == ["tested"] and (cell / "report.html").is_file()
     assert [c.status for c in run_benchmark(BASE, tile_spec(data, seeds=(1,)), out, progress=False).cells] == ["reused"]
+
+
+def test_a_zero_shot_suite_takes_one_shot_count(data, tmp_path):
+    zero = BASE.with_overrides({"protocol": "zero-shot"})
+    with pytest.raises(ConfigError, match="zero-shot protocol uses no shots"):
+        run_benchmark(zero, SuiteSpec(datasets=(("mvtec", str(data / "mvtec")),), shots=(1, 4)), tmp_path / "z")
+    assert not (tmp_path / "z").exists()

@@ -162,6 +162,12 @@ def run_benchmark(
     """
     out = Path(out)
     _check(base.data.shot_file is None, "a benchmark picks the shots of each cell; unset data.shot_file")
+    training_free = base.protocol == "zero-shot"  # it uses no shots: every shot count is the same run
+    _check(
+        not training_free or len(spec.shots) == 1,
+        f"the zero-shot protocol uses no shots, so --shots {' '.join(map(str, spec.shots))} would repeat one run; "
+        "give one shot count",
+    )
     cells = plan(spec, dict(base.data.options))
     configs = [base.with_overrides(cell.overrides()) for cell in cells]
     _check_suite_folder(out, base, spec, cells, overwrite)

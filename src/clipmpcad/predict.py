@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import math
@@ -355,11 +356,12 @@ def without_earlier_predictions(folder: Path, paths: Sequence[Path]) -> list[Pat
     """`paths` found under `folder`, less those in sub-folders holding a predictions.csv: the
     outputs of an earlier `predict` into a folder below the one scored are not inputs (a warning
     names the folders left out)."""
+    marked = functools.cache(lambda sub: (sub / CSV_NAME).is_file())  # each folder looked at once
     kept, skipped = [], set()
     for path in paths:
         parts = path.parent.relative_to(folder).parts  # the sub-folders between `folder` and the file
         below = [folder.joinpath(*parts[:depth]) for depth in range(1, len(parts) + 1)]
-        found = next((p for p in below if (p / CSV_NAME).is_file()), None)
+        found = next((p for p in below if marked(p)), None)
         if found is None:
             kept.append(path)
         else:

@@ -139,21 +139,22 @@ class SampleDataset(Dataset):
         sample = self.samples[index]
         image = read_image(sample.image)
         x = image_to_tensor(image, self.image_size, self.normalize, self.mean, self.std)
+        mask, regions = None, None
         if sample.mask is None:
-            mask = None
             m = torch.zeros(1, self.image_size, self.image_size)
+            if self.regions:
+                regions = torch.zeros(1, self.image_size, self.image_size, dtype=torch.int32)
         else:
             mask = read_mask(sample.mask)
             _check_same_size(sample.image, image.size, sample.mask, mask)
-            m = mask_to_tensor(mask, self.image_size)
+            if self.regions:  # one resize: the region ids' nonzero pixels are the resized mask's
+                regions = regions_to_tensor(mask, self.image_size)
+                m = (regions > 0).float()
+            else:
+                m = mask_to_tensor(mask, self.image_size)
         original = None
         if self.original_masks:
             original = mask if mask is not None else np.zeros((image.size[1], image.size[0]), dtype=bool)
-        regions = None
-        if self.regions:
-            regions = torch.zeros(1, *m.shape[1:], dtype=torch.int32)
-            if mask is not None:
-                regions = regions_to_tensor(mask, self.image_size)
         return Item(x, m, int(sample.label), index, original, regions)
 
 

@@ -2,10 +2,12 @@
 # The GPU checks of the speed issue, as one script that fits in 5 minutes on one H100:
 #   1. benchmarks/bench.py for ViT-L-14-336 at 240 px in bf16 (random weights: speed does not depend on them);
 #   2. k = 4 training for 50 epochs on the generated benchmark (ViT-L-14-336, random weights), timed,
-#      then a test pass through the real data loader.
+#      then a test pass through the real data loader;
+#   3. tests/test_cuda.py, the CUDA-only code paths against CPU computations (skipped without a GPU),
+#      run first: a failure there is reported in cuda-tests.txt and the figures above are still taken.
 # Installs nothing that is already there: open-clip-torch comes from wheels in .whl/ only if missing.
 # Results go to $OUT (default ./gpu-check): gpu.txt, bench.json, bench.md, train.json, metrics.json,
-# test.txt, a few small files only; the generated data and the trained run stay in $WORK.
+# test.txt, cuda-tests.txt, a few small files only; the generated data and the trained run stay in $WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
@@ -23,6 +25,10 @@ fi
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__)" | tee -a "$OUT/gpu.txt"
+
+start=$(date +%s)
+"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" || true
+echo "cuda tests: $(( $(date +%s) - start )) s"
 
 start=$(date +%s)
 "$PY" benchmarks/bench.py --model ViT-L-14-336 --image-size 240 --device cuda --test-batch 128 --repeats 5 \

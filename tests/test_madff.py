@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -145,3 +146,11 @@ def test_the_light_list_of_adapter_names_matches_the_registry() -> None:
     from clipmpcad.madff import ADAPTERS
 
     assert tuple(ADAPTERS) == ADAPTER_KINDS
+
+
+def test_a_reduction_above_the_width_is_refused_not_clamped() -> None:
+    from clipmpcad.errors import ConfigError
+
+    assert MADFF(64, 32, AdapterConfig(reduction=64)).channel.net[0].out_features == 1
+    with pytest.raises(ConfigError, match=r"adapter.reduction 65 is larger than the backbone's width 64"):
+        MADFF(64, 32, AdapterConfig(reduction=65))

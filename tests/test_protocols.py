@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -69,9 +70,9 @@ def test_synthesised_anomalies_change_only_their_mask() -> None:
 
 def test_training_free_zero_shot(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
-    run = experiment.train_run(
-        tiny_run_config(s.dataset, s.root, s.category, protocol="zero-shot"), tmp_path / "zs", progress=False
-    )
+    cfg = tiny_run_config(s.dataset, s.root, s.category, protocol="zero-shot")  # shot 2, epochs 2: not used
+    with pytest.warns(UserWarning, match=r"zero-shot protocol does not use data.shot, train.epochs: set, but left"):
+        run = experiment.train_run(cfg, tmp_path / "zs", progress=False)
     assert not (run / "bank.pt").exists()
     state = torch.load(run / "model.pt", weights_only=True)
     assert not any(k.startswith(("seg_adapters", "det_adapters")) for k in state["state"])
@@ -83,7 +84,13 @@ def test_training_free_zero_shot(synthetic_benchmark, tmp_path) -> None:
 def test_zero_shot_trained_on_other_categories(synthetic_benchmark, tmp_path) -> None:
     s = brain(synthetic_benchmark)
     cfg = tiny_run_config(s.dataset, s.root, s.category, protocol="zero-shot", train={"epochs": 2})
-    run = experiment.train_run(cfg, tmp_path / "loo", progress=False, train_on=["SynthChest"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # shots and epochs train the adapters elsewhere: used, no warning
+        run = experiment.train_run(cfg, tmp_path / "loo", progress=False, train_on=["SynthChest"])
+    with pytest.warns(UserWarning, match=r"zero-shot protocol does not use bank.coreset: set, but left unused$"):
+        experiment.train_run(
+            cfg.with_overrides({"bank.coreset": 0.5}), tmp_path / "loo2", progress=False, train_on=["SynthChest"]
+        )
     train = read(run / "train.json")
     assert train["train_on"] == ["SynthChest"] and train["support_views"] == 2 * 2 * 11 and train["steps"] > 0
     (given,) = train["train_on_shots"]  # the source's shots are recorded as a run's own are

@@ -190,3 +190,12 @@ def test_seeds_and_kernels_out_of_range_are_refused_before_any_work(tmp_path) ->
         with pytest.raises(ConfigError):
             run_demo(tmp_path / "demo", progress=False, **options)
     assert list(tmp_path.iterdir()) == []  # nothing generated, nothing trained
+
+
+@pytest.mark.parametrize(
+    "key", ["data.shot_file", "prompts.prompt_set", "prompts.classname", "backbone.model", "backbone.weights"]
+)
+def test_an_empty_name_is_refused_not_read_as_unset(key) -> None:
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match=rf"{key} is empty; give a name or leave it out"):
+            RunConfig().with_overrides({key: empty})

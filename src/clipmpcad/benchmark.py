@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import experiment
 from .atomic import remove_leftovers, write_json, write_text
-from .config import SEED_LIMIT, SHOTS, RunConfig, load_config
+from .config import SEED_LIMIT, SHOTS, RunConfig, flatten, load_config
 from .data import list_categories
 from .errors import ConfigError, DataError
 from .metrics.summary import RATIO_METRICS, RunResult
@@ -328,21 +328,11 @@ def config_differences(
 
 
 def _comparable(cfg: RunConfig, ignore: Sequence[str]) -> dict[str, Any]:
-    flat = _flatten(cfg.to_dict())
+    flat = flatten(cfg.to_dict())
     if flat.get("data.root"):
         flat["data.root"] = str(Path(flat["data.root"]).resolve())
     flat["backbone.weights"] = concrete_weights(cfg.backbone.model, cfg.backbone.weights)  # "auto" is "openai", ...
     return {k: v for k, v in flat.items() if k not in ignore}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _describe(differences: Mapping[str, tuple[Any, Any]]) -> str:

@@ -7,6 +7,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class BackboneConfig:
     init_seed: int = 0  # seed of a randomly initialised backbone, so every process builds the same one
 
     def __post_init__(self) -> None:
+        _check_named("backbone", model=self.model, weights=self.weights, cache_dir=self.cache_dir)
         _check(0 <= self.init_seed < SEED_LIMIT, f"backbone.init_seed must be in [0, 2**63), got {self.init_seed}")
         _check(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
         if self.levels is not None:
@@ -87,6 +89,7 @@ class PromptConfig:
         from .prompts import PROMPT_MODES
 
         _check(self.mode in PROMPT_MODES, f"unknown prompt mode {self.mode!r}; choose one of {', '.join(PROMPT_MODES)}")
+        _check_named("prompts", prompt_set=self.prompt_set, classname=self.classname)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.shot in SHOTS, f"shot must be one of {SHOTS}, got {self.shot}")
+        _check_named("data", shot_file=self.shot_file)
         _check(self.shot_source in SHOT_SOURCES, f"shot_source must be one of {', '.join(SHOT_SOURCES)}")
         _check(self.domain is None or self.domain in DOMAINS, f"domain must be one of {', '.join(DOMAINS)}")
 
@@ -202,6 +206,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))
+
+    def changed(self, *keys: str) -> list[str]:
+        """Those of the dotted keys (or sections) whose values differ from the defaults'."""
+        mine, default = flatten(self.to_dict()), flatten(RunConfig().to_dict())
+        return [k for k in mine if any(k == key or k.startswith(key + ".") for key in keys) and mine[k] != default[k]]
 
     def named_paths(self) -> dict[str, str]:
         """Every setting that may name a file or folder, by dotted key, unset ones left out: the
@@ -288,6 +297,24 @@ def load_config(path: str | Path) -> RunConfig:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _check_named(section: str, **values: str | None) -> None:
+    """Settings that name something are unset (None) or name it: an empty name is refused, not
+    read as unset (`--shot-file ""` from an empty shell variable must not sample other shots)."""
+    for key, value in values.items():
+        _check(value is None or value.strip() != "", f"{section}.{key} is empty; give a name or leave it out")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 5}} → {"train.epochs": 5}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_jsonable(value: Any) -> Any:

@@ -145,6 +145,7 @@ def train_model(
     protocol = get_protocol(cfg.protocol)
     if train_on and protocol.trains:
         raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")
+    warn_unused_settings(cfg, protocol, bool(train_on))
     inputs = run_inputs(cfg, train_on or ())
     check_new_run_dir(out, overwrite, inputs)
     data = load_data(cfg)
@@ -210,6 +211,21 @@ def train_model(
         save_model(stage, detector.model, calibration, meta, bank)
         write_json(stage / "train.json", record)
     return TrainedRun(out, cfg, meta, detector, prep)
+
+
+def warn_unused_settings(cfg: RunConfig, protocol: Protocol, trained_elsewhere: bool) -> None:
+    """A warning naming the settings, changed from their defaults, that this protocol never reads
+    (zero-shot builds no bank; without --train-on it trains nothing and draws no shots)."""
+    unused = [] if protocol.uses_bank else ["bank"]
+    if not (protocol.trains or trained_elsewhere):
+        unused += ["train", "adapter", "decoder", "data.shot", "data.shot_source", "data.shot_file"]
+    changed = cfg.changed(*unused)
+    if changed:
+        untrained = not (trained_elsewhere or protocol.trains)
+        how = " (--train-on CATEGORY trains adapters on another category)" if untrained else ""
+        warnings.warn(
+            f"the {protocol.name} protocol does not use {', '.join(changed)}: set, but left unused{how}", stacklevel=3
+        )
 
 
 NO_SHOTS = Shots(k=0, seed=None, source="none (zero-shot)", normal=(), abnormal=(), removed_from_test=0)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AdapterConfig
+from .errors import ConfigError
 
 MED_WEIGHTS = (0.4, 0.2, 0.2, 0.2)  # med = Σ w·φ1(·) over (x, ca, sa, fa), as published
 Y_WEIGHTS = (0.3, 0.2, 0.2, 0.3)  # y = Σ w·(·) over (φ2(med), ca, sa, fa), as published
@@ -40,7 +41,7 @@ class ChannelMLP(nn.Module):
 
     def __init__(self, width: int, reduction: int) -> None:
         super().__init__()
-        hidden = max(1, width // reduction)
+        hidden = width // reduction
         self.net = nn.Sequential(nn.Linear(width, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, width, bias=False))
 
     def forward(self, mean: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
@@ -52,6 +53,11 @@ class MADFF(nn.Module):
 
     def __init__(self, width: int, embed_dim: int, cfg: AdapterConfig) -> None:
         super().__init__()
+        if cfg.reduction > width:
+            raise ConfigError(
+                f"adapter.reduction {cfg.reduction} is larger than the backbone's width {width}: the channel "
+                f"MLP (C → C/r) would have no hidden unit; use a reduction of at most {width}"
+            )
         self.channel = ChannelMLP(width, cfg.reduction)  # SCA
         self.frequency = ChannelMLP(width, cfg.reduction)  # FAB's MLP_f
         k = cfg.spatial_kernel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -85,7 +86,7 @@ def test_self_contained_worst_first_and_capped(tmp_path):
     names = re.findall(r"<b>(case\d+)</b>", text)
     assert set(names[:2]) == {"case1", "case8"} and set(names[2:4]) == {"case3", "case6"}
     assert len(names) == 5 and names[4] in ("case4", "case5")
-    assert text.count("<img") == 1 + 2 * 5  # curves, then image and overlay per case
+    assert text.count("<img") == 2 + 2 * 5  # curves, the colour key, then image and overlay per case
     assert "Test-selected" not in text
 
 
@@ -122,12 +123,12 @@ def test_renders_in_chromium_with_every_image_decoded(tmp_path):
     report = write(tmp_path, {"protocol": "paper"})
     html = report.read_text(encoding="utf-8")
     result = image_check(tmp_path, html, "checked.html")
-    assert result == {"total": 1 + 2 * 9, "bad": []}
+    assert result == {"total": 2 + 2 * 9, "bad": []}
 
     # the check can fail: corrupt one case's data URI and it must be reported
-    broken = html.replace("base64,iVBOR", "base64,AAAAA", 2)  # the curves, then case 1's image
+    broken = html.replace("base64,iVBOR", "base64,AAAAA", 2)  # the curves, then the colour key
     result = image_check(tmp_path, broken, "broken.html")
-    assert len(result["bad"]) == 2 and "ROC and precision-recall curves" in result["bad"]
+    assert sorted(result["bad"]) == ["ROC and precision-recall curves", "colour scale from 0 to 1.1"]
 
     shot = tmp_path / "shot.png"
     done = chromium(tmp_path, report, "--window-size=1200,1600", f"--screenshot={shot}")
@@ -197,3 +198,25 @@ def test_the_grid_legend_says_what_the_colours_mean_for_each_calibration():
     assert "this test set spans 0 to 1" in paper and "Green" not in paper and "Red outline" not in paper
     fixed = _grid_legend({"calibration": {"source": "fixed", "pixel_threshold": 0.5}}, None)
     assert "a probability" in fixed and "reference" not in fixed
+
+
+def test_the_colour_key_shows_the_grids_scale_and_only_one_shared_by_every_case(tmp_path):
+    import base64
+
+    import matplotlib
+
+    text = write(tmp_path, {"protocol": "clean"}).read_text(encoding="utf-8")
+    (uri,) = re.findall(
+        r'src="data:image/png;base64,([^"]*)" width="\d+" height="\d+" alt="colour scale from 0 to 1.1"', text
+    )
+    key = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB"))
+    assert key.shape[1] > 10 * key.shape[0] and (key == key[:1]).all()  # a horizontal bar, the same in every row
+    jet = matplotlib.colormaps["jet"](np.linspace(0, 1, key.shape[1]))[:, :3] * 255  # cases' vmin 0 to vmax 1.1
+    np.testing.assert_allclose(key[0], jet, atol=1)
+    assert "<b>0</b><b>0.55</b><b>1.1 and above</b>" in text
+    cases, accumulator = make_cases()
+    mixed = [dataclasses.replace(c, vmax=2.0) if i == 0 else c for i, c in enumerate(cases)]
+    page = write_report(
+        tmp_path / "mixed.html", title="t", config={}, metrics=accumulator.compute().to_dict(), curves={}, cases=mixed
+    ).read_text(encoding="utf-8")
+    assert "colour scale" not in page

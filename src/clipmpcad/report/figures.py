@@ -82,6 +82,13 @@ def heatmap_overlay(
 _OVERLAY_ROWS = 256  # rows per band of heatmap_overlay
 
 
+def colour_scale(vmin: float, vmax: float, width: int = 256, height: int = 12) -> np.ndarray:
+    """(height, width, 3) uint8: the overlays' colours for map values vmin (left) to vmax (right),
+    drawn by heatmap_overlay itself (at full colour weight), so the key cannot drift from the maps."""
+    ramp = np.tile(np.linspace(vmin, vmax, width), (height, 1))  # (height, width)
+    return heatmap_overlay(np.zeros((height, width, 3), dtype=np.uint8), ramp, vmin, vmax, alpha=1.0)
+
+
 def draw_contour(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int = 1) -> np.ndarray:
     """Copy of `image` (H,W,3) uint8 with the inner outline of `mask` (H,W) painted in `color`.
 

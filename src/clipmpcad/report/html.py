@@ -25,6 +25,7 @@ from ..protocols import PROTOCOLS, RANDOM_WEIGHTS_NOTE
 from .figures import (
     GREEN,
     RED,
+    colour_scale,
     display_map,
     draw_contour,
     heatmap_overlay,
@@ -47,6 +48,8 @@ figure{margin:0;border:1px solid #ddd;padding:6px;border-radius:4px}
 figure.wrong{border-color:#b00020;border-width:2px}
 figure img{margin-right:4px;vertical-align:top}
 figcaption{font-size:.85em;word-break:break-all}
+.scale{display:inline-block;font-size:.85em;color:#555;margin:4px 0 10px}
+.scale span{display:flex;justify-content:space-between}
 """
 
 
@@ -198,6 +201,20 @@ def protocol_warning(config: Mapping[str, Any]) -> str | None:
     return " ".join(warnings) or None
 
 
+def _scale_html(shown: Sequence[Case]) -> str:
+    """The colour key of the grid's maps, from the bottom to the top of their scale; none where the
+    cases were drawn on different scales (one key would be wrong for some)."""
+    ranges = {(case.vmin, case.vmax) for case in shown}
+    if len(ranges) != 1:
+        return ""
+    ((low, high),) = ranges
+    middle = (low + high) / 2
+    return (
+        f"<div class='scale'>{_img(colour_scale(low, high), f'colour scale from {low:g} to {high:g}')}"
+        f"<span><b>{low:g}</b><b>{middle:g}</b><b>{high:g} and above</b></span></div>"
+    )
+
+
 def _curves_html(curves: Mapping[str, Curves | None]) -> str:
     present = {f"{name}-level": c for name, c in curves.items() if c is not None}
     if not present:
@@ -252,6 +269,7 @@ def write_report(
         f"<h2>Test images: {len(shown)} of {total}, worst first</h2>",
         _decisions_note(metrics),
         f"<p class='note'>{html.escape(_grid_legend(metrics, sigma))}</p>",
+        _scale_html(shown),
         "<div class='grid'>",
         *(_case_html(case, THUMBNAIL, sigma) for case in shown),
         "</div><h2>Configuration</h2>",

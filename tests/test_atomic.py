@@ -6,12 +6,16 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from clipmpcad.atomic import remove_leftovers, staged_folder
+from clipmpcad.atomic import remove_leftovers, sole_writer, staged_folder
+from clipmpcad.errors import ConfigError
 
 
 def fill(stage, names) -> None:
@@ -148,3 +152,57 @@ def test_without_replace_an_empty_busy_target_or_fresh_volume_is_filled_in_place
         fill(stage, ["b.png"])
     assert [p.name for p in bind.iterdir()] == ["b.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bind", "volume"]
+
+
+HOLD = (
+    "import sys, time; from clipmpcad.atomic import sole_writer\n"
+    "with sole_writer(sys.argv[1]):\n print('held', flush=True); time.sleep(60)"
+)
+
+
+def holder(target: Path) -> subprocess.Popen:
+    """Another process that holds the right to write `target` until it is killed."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_of_one_folder_is_refused_until_the_first_is_gone(tmp_path) -> None:
+    target = tmp_path / "run"
+    child = holder(target)
+    try:
+        refused = rf"{target} is being written by another process \(pid {child.pid}\)"
+        with pytest.raises(ConfigError, match=refused), sole_writer(target):
+            pass
+        with sole_writer(tmp_path / "other"):  # another folder beside it: free
+            pass
+    finally:
+        child.send_signal(signal.SIGKILL)  # a killed writer leaves no lock held
+        child.wait()
+    with sole_writer(target):
+        assert (tmp_path / ".run.lock").read_text() == f"pid {os.getpid()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the lock file goes with the block
+
+
+def test_folders_made_for_the_lock_are_removed_again_when_nothing_was_written(tmp_path) -> None:
+    with sole_writer(tmp_path / "a" / "b" / "run"):
+        assert (tmp_path / "a" / "b" / ".run.lock").is_file()
+    assert list(tmp_path.iterdir()) == []
+    with sole_writer(tmp_path / "a" / "b" / "run"), staged_folder(tmp_path / "a" / "b" / "run") as stage:
+        (stage / "x").write_text("x")
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["run"]
+
+
+def test_a_run_into_a_folder_being_written_stops_before_any_work(synthetic_benchmark, tmp_path, monkeypatch) -> None:
+    from clipmpcad import experiment
+    from tinyrun import tiny_run_config
+
+    s = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    monkeypatch.setattr(experiment, "load_backbone", lambda *a, **k: pytest.fail("trained into a locked folder"))
+    child = holder(tmp_path / "run")
+    try:
+        with pytest.raises(ConfigError, match="is being written by another process"):
+            experiment.train_model(tiny_run_config("mvtec", s.root, s.category), tmp_path / "run", progress=False)
+    finally:
+        child.kill()
+        child.wait()

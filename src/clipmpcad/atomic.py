@@ -20,8 +20,14 @@ import torch
 
 from .errors import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent writers are caught when the stage is renamed
+    fcntl = None  # type: ignore[assignment]
+
 OLD_INFIX = ".old-"  # `.<target>.old-<id>`: the folder staged_folder moves aside while replacing it
 STAGE_SUFFIX = ".partial"  # a folder being built: safe to delete when no process is writing it
+LOCK_SUFFIX = ".lock"  # `.<target>.lock`: held by the process writing <target> (sole_writer)
 
 
 def _umask() -> int:
@@ -118,6 +124,61 @@ def _take_place(stage: Path, target: Path, last: Sequence[str]) -> None:
         _replace_contents(target, stage, last)
         return
     raise ConfigError(f"{target} was written by another process meanwhile; it is kept as it is")
+
+
+@contextlib.contextmanager
+def sole_writer(target: str | Path) -> Iterator[None]:
+    """Hold, for the block, the right to write `target`: an advisory lock on `.<name>.lock` where
+    its stage is built, taken at once or refused (ConfigError) while another process holds it, so a
+    second run into the same folder stops before its work, not after. The lock goes with its
+    process (a killed writer leaves none held), and the file with the block. Folders made for the
+    lock file are removed again if still empty. No lock where `target` is a mount point (its stage
+    lives inside it) or the system has none (Windows)."""
+    target, home = staging_place(target)
+    if fcntl is None or home == target:
+        yield
+        return
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    path = home / f".{target.name}{LOCK_SUFFIX}"
+    try:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            handle = _lock(path, target)
+        except OSError:  # no folder or file can be made there: the caller's checks say why, in its words
+            handle = None
+        try:
+            yield
+        finally:
+            if handle is not None:
+                path.unlink(missing_ok=True)  # while held: a process that opened this file retries on a new one
+                os.close(handle)
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _lock(path: Path, target: Path) -> int:
+    """An open descriptor of `path` holding its exclusive lock, the holder's pid written in it."""
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 64).decode("ascii", "replace").strip() or "a process"
+            os.close(handle)
+            raise ConfigError(
+                f"{target} is being written by another process ({holder}); wait for it to end or choose another --out"
+            ) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # else its holder removed the file after we opened it: lock the new one
+            os.ftruncate(handle, 0)
+            os.write(handle, f"pid {os.getpid()}".encode("ascii"))
+            return handle
+        os.close(handle)
 
 
 def staging_place(target: str | Path) -> tuple[Path, Path]:

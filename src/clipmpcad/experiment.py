@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .atomic import write_json, write_text
+from .atomic import sole_writer, write_json, write_text
 from .backbone import Backbone, load_backbone
 from .checkpoint import RunMeta, TrainedRun, load_run, read_train_record, save_model
 from .config import RunConfig
@@ -136,12 +136,20 @@ def train_model(
     train_on: Sequence[str] | None = None,
 ) -> TrainedRun:
     """Train one run and write its folder; returns the run as load_run would rebuild it from there,
-    without reading it back (evaluate_run tests it). Bad input fails before any work.
+    without reading it back (evaluate_run tests it). Bad input fails before any work, and so does
+    a folder that another process is writing (atomic.sole_writer).
 
     train_on (zero-shot only): categories whose support sets train the adapters instead of the
     target's, as CATEGORY (same dataset and root) or DATASET:ROOT:CATEGORY (MVFA's leave-one-out).
     """
-    out, cfg = Path(out), cfg.with_absolute_paths()  # config.json must work from any folder
+    with sole_writer(out):
+        return _train_model(cfg, Path(out), overwrite, progress, train_on)
+
+
+def _train_model(
+    cfg: RunConfig, out: Path, overwrite: bool, progress: bool, train_on: Sequence[str] | None
+) -> TrainedRun:
+    cfg = cfg.with_absolute_paths()  # config.json must work from any folder
     protocol = get_protocol(cfg.protocol)
     if train_on and protocol.trains:
         raise ConfigError("--train-on trains adapters for the zero-shot protocol; add --protocol zero-shot")

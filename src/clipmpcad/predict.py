@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .atomic import staged_folder, write_bytes
+from .atomic import sole_writer, staged_folder, write_bytes
 from .checkpoint import TrainedRun, load_run
 from .config import MAP_FORMATS
 from .data.dataset import image_to_tensor
@@ -448,7 +448,8 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     batch_size = predictor.batch_size if batch_size is None else batch_size
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
     bar.update(len(errors))
-    with staged_folder(out, last=(CSV_NAME,), replace=overwrite) as stage:  # checked above
+    # checked above; another process writing `out` now stops this one before any scoring
+    with sole_writer(out), staged_folder(out, last=(CSV_NAME,), replace=overwrite) as stage:
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
             for path, image, pred in _scored(predictor, chunk, save_levels, skip_errors):

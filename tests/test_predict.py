@@ -386,6 +386,7 @@ def test_a_lower_image_fpr_gives_a_higher_threshold(brain_run, predictor):
     assert thresholds[2] == predictor.threshold  # 0.05 is the run's own eval.image_fpr
     loose = Predictor.from_run(brain_run, device="cpu", pixel_fpr=0.2)
     assert loose.pixel_threshold < predictor.pixel_threshold
+    assert loose.user == (False, False) and loose.pixel_fpr == 0.2  # refitted: calibration's, not the user's
     with pytest.raises(ConfigError, match=r"brain: the image false-positive target must be in \(0, 1\)"):
         Predictor.from_run(brain_run, device="cpu", image_fpr=1.5)
 
@@ -395,9 +396,16 @@ def test_the_pixel_quantile_table_follows_upper_quantile(rng):
     cal = Calibration("reference", {}, 0.0, 0.0, 1, (0.0,), quantile_table(pixels))
     for fpr in (0.5, 0.05, 0.01, 0.001):  # on the table's levels: exactly the full-data rule
         assert cal.pixel_threshold_for(fpr) == upper_quantile(pixels, fpr)
-    for fpr in rng.uniform(0.0005, 0.3, size=20):  # between levels: at most fpr, within one step
+    for fpr in rng.uniform(0.001, 0.3, size=20):  # between levels: at most fpr, within one step
         share = (pixels >= cal.pixel_threshold_for(fpr)).mean()
         assert fpr - 0.0011 <= share <= fpr
+    with pytest.warns(
+        UserWarning, match=r"cannot resolve a pixel false-positive target of 0.04% \(the finest is 0.1%\)"
+    ):
+        threshold = cal.pixel_threshold_for(0.0004)
+    # above the highest pixel where maps are compared, in float32 (a float64 step rounds back there)
+    assert not (pixels >= threshold).any() and not (torch.from_numpy(pixels) >= threshold).any()
+    assert not (pixels >= upper_quantile(pixels, 1e-6)).any()
 
 
 def test_a_target_finer_than_the_reference_scores_says_so(rng):

@@ -107,8 +107,19 @@ def test_the_summary_says_why_image_metrics_are_missing(normal, anomalous, says)
         "test_seconds": 1.0,
     }
     text = experiment.describe_record(record)
-    assert says in text and "undefined" in text
+    assert says in text and "undefined" in text and "use fewer shots or more test images" in text
     assert "undefined" not in experiment.describe_record({**record, "n_normal": 3, "n_anomalous": 3})
+    untouched = experiment.describe_record({**record, "removed_from_test": 0})  # no shot came from the test split
+    assert "once the shots are removed" not in untouched and "fewer shots" not in untouched
+    assert f"add {'normal' if normal == 0 else 'anomalous'} test images" in untouched
+    for dataset, hint in (("mvtec", "no ground_truth/ folder"), ("folder", "give --mask-dir"), ("visa", "no masks\n")):
+        assert (
+            f"the category has no masks{'' if dataset == 'visa' else ' ('}"
+            in (text := experiment.describe_record({**record, "dataset": dataset}))
+            and hint in text
+        )
+    at = experiment.describe_record({**record, "pixel_metrics_at": "original", "pixel_resolution": "mixed"})
+    assert "(at each mask's own size)" in at
 
 
 def test_train_test_on_a_corrupt_test_image_names_it_and_keeps_the_run(synthetic_benchmark, tmp_path, capsys) -> None:
@@ -254,3 +265,58 @@ def test_a_bank_searched_in_bf16_is_saved_as_built(synthetic_benchmark, tmp_path
     built, searched = saved["tokens"]["seg"][0], run.detector.model.bank.tokens["seg"][0]
     assert torch.equal(built.to(torch.bfloat16), searched)  # the searched rows are the saved ones, rounded
     assert not torch.equal(built.to(torch.bfloat16).float(), built)  # and the saved ones are not rounded
+
+
+def test_a_missing_or_foreign_bank_is_refused_not_silently_dropped(synthetic_benchmark, tmp_path) -> None:
+    import torch
+
+    from clipmpcad.checkpoint import load_run
+    from clipmpcad.errors import CheckpointError
+
+    s = tile(synthetic_benchmark)
+    cfg = tiny_run_config("mvtec", s.root, s.category, train={"epochs": 0})
+    runs = [experiment.train_run(cfg.with_overrides({"seed": s}), tmp_path / f"run{s}", progress=False) for s in (1, 2)]
+    assert load_run(runs[0]).detector.model.bank is not None
+    shutil.copy(runs[1] / "bank.pt", runs[0] / "bank.pt")  # another run's bank, same shapes
+    with pytest.raises(CheckpointError, match=r"bank.pt is not the file this run saved"):
+        load_run(runs[0])
+    (runs[0] / "bank.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"bank.pt is missing: the run's few-shot memory bank"):
+        load_run(runs[0])
+    # a run saved before model.pt named its bank: a protocol with a bank still needs the file
+    saved = torch.load(runs[1] / "model.pt", weights_only=True)
+    del saved["bank_sha256"]
+    torch.save(saved, runs[1] / "model.pt")
+    assert load_run(runs[1]).detector.model.bank is not None
+    (runs[1] / "bank.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"bank.pt is missing"):
+        load_run(runs[1])
+
+
+def test_a_bank_in_a_run_saved_without_one_is_refused(synthetic_benchmark, tmp_path) -> None:
+    from clipmpcad.checkpoint import load_run
+    from clipmpcad.errors import CheckpointError
+
+    s = tile(synthetic_benchmark)
+    cfg = tiny_run_config("mvtec", s.root, s.category, train={"epochs": 0})
+    other = experiment.train_run(cfg, tmp_path / "b", progress=False)
+    zero = experiment.train_run(cfg.with_overrides({"protocol": "zero-shot"}), tmp_path / "zs", progress=False)
+    assert load_run(zero).detector.model.bank is None
+    shutil.copy(other / "bank.pt", zero / "bank.pt")
+    with pytest.raises(CheckpointError, match=r"this run was saved without a bank; the file comes from elsewhere"):
+        load_run(zero)
+
+
+def test_a_missing_damaged_or_cut_short_run_file_is_named_plainly(synthetic_benchmark, tmp_path) -> None:
+    from clipmpcad.checkpoint import load_run
+    from clipmpcad.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=rf"^run folder {tmp_path / 'nope'} not found$"):
+        load_run(tmp_path / "nope")
+    s = tile(synthetic_benchmark)
+    run = experiment.train_run(tiny_run_config("mvtec", s.root, s.category, train={"epochs": 0}), tmp_path / "r")
+    whole = (run / "model.pt").read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"hello world", b""):
+        (run / "model.pt").write_bytes(damaged)
+        with pytest.raises(CheckpointError, match=r"model.pt: not a complete file saved by torch: damaged, cut short"):
+            load_run(run)

@@ -63,11 +63,16 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-def save_torch(path: str | Path, obj: Any) -> Path:
-    """torch.save into memory, then one atomic write (load it back with weights_only=True)."""
+def torch_bytes(obj: Any) -> bytes:
+    """What torch.save writes for `obj` (load it back with weights_only=True)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """torch.save into memory, then one atomic write (load it back with weights_only=True)."""
+    return write_bytes(path, torch_bytes(obj))
 
 
 @contextlib.contextmanager

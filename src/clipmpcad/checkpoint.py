@@ -5,13 +5,14 @@ fingerprint, never stored).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import save_torch
+from .atomic import save_torch, torch_bytes, write_bytes
 from .backbone import BackboneInfo, load_backbone, same_weights
 from .config import RunConfig, load_config, to_jsonable
 from .detector import Detector
@@ -19,7 +20,7 @@ from .errors import CheckpointError
 from .evaluation import Preprocess
 from .memory_bank import MemoryBank
 from .model import ClipMPCAD
-from .protocols import get_protocol
+from .protocols import Protocol, get_protocol
 from .runs import load_torch, read_json, require_run_dir
 from .runtime import configure_cpu, resolve_device
 from .scoring import Calibration
@@ -59,6 +60,8 @@ def save_model(
     """model.pt (and bank.pt when the model has a bank) into a staged run folder; `bank`: the bank
     as built (fp32), saved in place of the model's own when that is stored in bf16 for the search."""
     state = {k: v.detach().cpu() for k, v in model.trained_state().items()}
+    bank = bank if bank is not None else model.bank
+    bank_file = None if bank is None else torch_bytes(bank.to(torch.device("cpu")).state())
     save_torch(
         folder / "model.pt",
         {
@@ -68,11 +71,34 @@ def save_model(
             "meta": asdict(meta),
             "backbone": to_jsonable(asdict(model.backbone.info)),
             "fingerprint": model.backbone.fingerprint,
+            # which bank.pt belongs to this model (None: it has none): a missing or foreign one is refused
+            "bank_sha256": None if bank_file is None else hashlib.sha256(bank_file).hexdigest(),
         },
     )
-    bank = bank if bank is not None else model.bank
-    if bank is not None:
-        save_torch(folder / "bank.pt", bank.to(torch.device("cpu")).state())
+    if bank_file is not None:
+        write_bytes(folder / "bank.pt", bank_file)
+
+
+def load_bank(run_dir: Path, saved: dict, protocol: Protocol) -> MemoryBank | None:
+    """The run's bank.pt, checked to be the one saved with its model.pt; None for a run without one.
+    Runs saved before model.pt named its bank: a protocol that uses a bank needs the file."""
+    path = run_dir / "bank.pt"
+    if "bank_sha256" in saved:
+        digest = saved["bank_sha256"]
+        if digest is None:
+            if path.exists():
+                raise CheckpointError(f"{path}: this run was saved without a bank; the file comes from elsewhere")
+            return None
+    else:
+        digest = None
+        if not protocol.uses_bank and not path.exists():
+            return None
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} is missing: the run's few-shot memory bank (its thresholds were calibrated with it); "
+            "copy the whole run folder"
+        )
+    return MemoryBank.from_state(load_torch(path, sha256=digest))
 
 
 def load_run(
@@ -112,8 +138,7 @@ def load_run(
             f"{run_dir / 'model.pt'} does not fit the configured model: "
             f"missing {missing[:4]}, unexpected {unexpected[:4]}"
         )
-    if (run_dir / "bank.pt").is_file():
-        model.bank = MemoryBank.from_state(load_torch(run_dir / "bank.pt"))
+    model.bank = load_bank(run_dir, saved, protocol)
     model.bank_block_size = config.bank.block_size
     torch_device = resolve_device(device or config.device)
     configure_cpu()  # as training ran: a run scores alike in the process that trained it and in a fresh one

@@ -284,13 +284,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def describe_training(run: Path) -> str:
     from .checkpoint import read_train_record
+    from .report.tables import counted
 
     record = read_train_record(run)
     params = record["adapter_parameters"]
     losses = record["losses"]
     loss = f", loss {losses[0]:.4f} → {losses[-1]:.4f}" if losses else ""
     line = (
-        f"trained {run}: {len(losses)} epochs in {record['train_seconds']:.1f} s{loss}; "
+        f"trained {run}: {counted(len(losses), 'epoch')} in {record['train_seconds']:.1f} s{loss}; "
         f"{params['adapters']} adapters of {params['per_adapter']:,} parameters ({params['trainable']:,} trainable)"
     )
     return line + bf16_hint(record.get("device"), record.get("precision"))
@@ -345,6 +346,7 @@ def _print_record(record: dict[str, Any]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data.folder import list_images
     from .predict import Predictor, failed_rows, predict_to_folder, without_earlier_predictions
+    from .report.tables import counted
 
     inputs: list[Path] = []
     for item in args.inputs:
@@ -375,7 +377,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skip_errors=args.skip_errors,
     )
     failed = failed_rows(csv_path) if args.skip_errors else 0
-    print(f"{len(inputs) - failed} images scored; results in {csv_path}")
+    print(f"{counted(len(inputs) - failed, 'image')} scored; results in {csv_path}")
     if failed:
         print(f"clipmpcad: {failed} file(s) could not be read; their rows in {csv_path} say why", file=sys.stderr)
         return 1

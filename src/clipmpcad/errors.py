@@ -29,6 +29,8 @@ def load_failure(error: Exception) -> str:
     """One line on why torch could not load a file. torch's weights-only refusals run to a page
     that suggests loading with weights_only=False (running code from the file): not advice to pass on."""
     text = str(error)
+    if isinstance(error, (EOFError, KeyError)) or "PytorchStreamReader" in text:  # torch's words for these
+        return "not a complete file saved by torch: damaged, cut short, or a file of another kind"
     if "WeightsUnpickler error:" in text:
         detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].split())
         return f"not a file of plain tensors ({detail}); weights are loaded without running code from the file"

@@ -36,7 +36,7 @@ from .model import ClipMPCAD
 from .prompts import load_prompt_set
 from .protocols import RANDOM_WEIGHTS_NOTE, TEST_SELECTED_NOTE, Protocol, get_protocol
 from .prototypes import PrototypeCache, prompt_sentences, text_prototypes
-from .report.tables import benchmark_table, percent
+from .report.tables import benchmark_table, counted, percent
 from .runs import check_new_run_dir, staged_run_dir
 from .runtime import configure_cpu, fixed_torch_seed, precision_name, resolve_device, seed_everything
 from .scoring import Calibration
@@ -232,7 +232,7 @@ def warn_unused_settings(cfg: RunConfig, protocol: Protocol, trained_elsewhere: 
         untrained = not (trained_elsewhere or protocol.trains)
         how = " (--train-on CATEGORY trains adapters on another category)" if untrained else ""
         warnings.warn(
-            f"the {protocol.name} protocol does not use {', '.join(changed)}: set, but left unused{how}", stacklevel=3
+            f"the {protocol.name} protocol does not use {', '.join(changed)}: set, but left unused{how}", stacklevel=4
         )
 
 
@@ -368,20 +368,36 @@ def describe_record(record: dict[str, Any]) -> str:
     lines = [
         f"image AUROC {pct('image_auroc')}  AP {pct('image_ap')}  F1-max {pct('image_f1_max')}",
         f"pixel AUROC {pct('pixel_auroc')}  AP {pct('pixel_ap')}  F1-max {pct('pixel_f1_max')}  "
-        f"AUPRO {pct('pixel_aupro')}  (at {record.get('pixel_resolution') or '–'})"
+        f"AUPRO {pct('pixel_aupro')}  ({_pixel_resolution_words(record.get('pixel_resolution'))})"
         if record.get("pixel_metrics_at")
-        else "pixel metrics: none, the category has no masks (an MVTec-layout one: no ground_truth/ folder)",
-        f"{record['n_test_images']} test images ({record['removed_from_test']} shots removed from the test split), "
+        else "pixel metrics: none, the category has no masks" + NO_MASKS_HINT.get(record.get("dataset"), ""),
+        f"{counted(record['n_test_images'], 'test image')} ({counted(record['removed_from_test'], 'shot')} removed "
+        "from the test split), "
         f"test {record['test_seconds']:.1f} s",
     ]
     for kind, undefined in (("anomalous", "image and pixel metrics"), ("normal", "image metrics")):
         if record.get(f"n_{kind}") == 0:
+            removed = record.get("removed_from_test")
             lines.append(
-                f"NOTE: the test split holds no {kind} image once the shots are removed, so its {undefined} "
-                "are undefined (–); use fewer shots or more test images"
+                f"NOTE: the test split holds no {kind} image{' once the shots are removed' if removed else ''}, "
+                f"so its {undefined} are undefined (–); "
+                + ("use fewer shots or more test images" if removed else f"add {kind} test images")
             )
             break
     return describe_header(record) + "\n".join(lines)
+
+
+NO_MASKS_HINT = {  # where a layout's masks would be, said when a category has none
+    "mvtec": " (an MVTec-layout one: no ground_truth/ folder)",
+    "folder": " (give --mask-dir, and --test-mask-dir where the test images lie elsewhere)",
+}
+
+
+def _pixel_resolution_words(resolution: str | None) -> str:
+    """ "at 240x240", or where the masks kept their own sizes, "at each mask's own size"."""
+    if resolution == "mixed":
+        return "at each mask's own size"
+    return f"at {resolution or '–'}"
 
 
 def adapter_parameters(model: ClipMPCAD) -> dict[str, int]:

@@ -143,8 +143,8 @@ class Predictor:
             if image_fpr is not None:
                 calibration = dataclasses.replace(calibration, image_threshold=calibration.threshold_for(image_fpr))
             if pixel_fpr is not None:
-                pixel_threshold = calibration.pixel_threshold_for(pixel_fpr)
-                calibration = dataclasses.replace(calibration, pixel_threshold=pixel_threshold)
+                refitted = calibration.pixel_threshold_for(pixel_fpr)  # not `pixel_threshold`: that is the user's
+                calibration = dataclasses.replace(calibration, pixel_threshold=refitted)
         except ConfigError as error:
             raise ConfigError(f"{run.run_dir}: {error}") from None
         if image_threshold is not None:

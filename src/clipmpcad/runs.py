@@ -12,6 +12,8 @@ atomically, and a run folder built aside and moved into place only when complete
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,12 +26,19 @@ from .atomic import FILESYSTEM_ENTRIES, staged_folder, staging_place
 from .errors import CheckpointError, ConfigError, load_failure
 
 
-def load_torch(path: str | Path) -> Any:
+def load_torch(path: str | Path, sha256: str | None = None) -> Any:
+    """A file torch.save wrote, loaded as plain tensors; sha256: the digest its bytes must have
+    (a file from elsewhere, or damaged, is refused before it is read)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; is {path.parent} a complete run folder from `clipmpcad train`?")
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(
+            f"{path} is not the file this run saved (its content differs: copied from another run, or damaged)"
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file
         raise CheckpointError(f"cannot read {path}: {load_failure(error)}") from error
 
@@ -94,6 +103,8 @@ def staged_run_dir(path: str | Path, overwrite: bool = False, inputs: Iterable[s
 
 def require_run_dir(path: str | Path) -> Path:
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"run folder {path} not found")
     if not all((path / name).is_file() for name in RUN_FILES):
         raise CheckpointError(f"{path} is not a run folder (it needs config.json and model.pt from `clipmpcad train`)")
     return path

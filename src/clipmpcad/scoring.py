@@ -110,7 +110,14 @@ class Calibration:
         _check_fpr(pixel_fpr, "pixel", self.source, bool(self.pixel_quantiles))
         last = len(self.pixel_quantiles) - 1
         index = min(last, math.ceil((1.0 - pixel_fpr) * last - 1e-9))  # smallest level ≥ 1 − fpr
-        return float(np.nextafter(self.pixel_quantiles[index], np.inf))
+        if index == last and pixel_fpr * last < 1 - 1e-9:
+            warnings.warn(
+                f"the stored reference pixel quantiles cannot resolve a pixel false-positive target of "
+                f"{pixel_fpr:.2%} (the finest is {1 / last:.1%}): the pixel threshold is just above the highest "
+                "reference pixel",
+                stacklevel=3,
+            )
+        return just_above(self.pixel_quantiles[index])
 
 
 def _check_fpr(fpr: float, what: str, source: str, has_table: bool) -> None:
@@ -199,4 +206,14 @@ def image_threshold(reference_scores: np.ndarray, fpr: float) -> float:
 def upper_quantile(values: np.ndarray, fpr: float) -> float:
     """A threshold t with at most a `fpr` fraction of `values` at or above it (decision: ≥ t)."""
     q = np.quantile(values.astype(np.float64), 1.0 - fpr, method="higher")
-    return float(np.nextafter(q, np.inf))
+    return just_above(float(q))
+
+
+def just_above(value: float) -> float:
+    """The next number above `value`, one that stays above it where maps and scores are compared
+    in float32 (NumPy and torch compare a float32 array with a Python float in float32, where a
+    float64 step rounds back to `value` and the decision "≥ threshold" would take it in)."""
+    single = np.float32(value)
+    if float(single) == value:  # a float32 value, as every map and score is
+        return float(np.nextafter(single, np.float32(np.inf)))
+    return float(np.nextafter(value, np.inf))

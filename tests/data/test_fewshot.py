@@ -96,14 +96,18 @@ def test_industrial_abnormal_shots_leave_evaluation(synth_bench):
 
 def test_k_larger_than_the_pool_is_a_data_error(bmad_root):
     data = bmad.load_category(bmad_root, "Brain")
-    with pytest.raises(DataError, match=r"valid/Ungood/img: k=4 abnormal shots .* only 3 image"):
+    with pytest.raises(DataError, match=r"valid/Ungood/img: k=4 abnormal shots .* only 3 image\(s\)$"):
         sample_shots(data, 4, seed=0)
 
 
 def test_empty_pool_is_a_data_error_naming_the_dataset(tmp_path, files):
     files.image(tmp_path / "normal" / "n.png")
     data = folder.load_category(tmp_path, "part", folder.FolderLayout(abnormal_dir=None))
-    with pytest.raises(DataError, match=r"\(folder/part\): k=1 abnormal shots .* has only 0"):
+    with pytest.raises(
+        DataError,
+        match=r"\(folder/part\): k=1 abnormal shots .* has only 0 image\(s\); without abnormal "
+        r"images, --protocol normal-only trains on synthetic anomalies",
+    ):
         sample_shots(data, 1, seed=0)
     assert sample_shots(data, 1, seed=0, normal_only=True).normal[0].image.name == "n.png"
 

@@ -93,6 +93,9 @@ def test_anomalous_image_without_its_mask_is_a_data_error(folder_root):
     (folder_root / "masks" / "a2.bmp").unlink()
     with pytest.raises(DataError, match=r"masks: 1 anomalous image\(s\) have no mask .*: a2\.jpg"):
         load_category(folder_root, "part", FolderLayout(mask_dir=Path("masks")))
+    seg = r"3 anomalous image\(s\) have no mask with the same stem \(for a0\.jpg: a0_seg\.\*\): a0\.jpg, a1"
+    with pytest.raises(DataError, match=seg):
+        load_category(folder_root, "part", FolderLayout(mask_dir=Path("masks"), mask_suffix="_seg"))
 
 
 def test_images_sharing_a_stem_cannot_be_paired(folder_root, files):

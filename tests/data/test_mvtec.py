@@ -88,8 +88,21 @@ def test_missing_defect_mask_folder_is_a_data_error(mvtec_root):
 
 
 def test_unknown_category_lists_those_found(mvtec_root):
-    with pytest.raises(DataError, match=r"no mvtec category 'cable'; found: bottle"):
+    with pytest.raises(DataError, match=r"no mvtec category 'cable'; found: bottle$"):
         mvtec.load_category(mvtec_root, "cable")
+
+
+def test_a_root_one_level_off_says_where_the_categories_are(mvtec_root):
+    category = mvtec_root / "bottle"
+    with pytest.raises(
+        DataError, match=rf"{category} is itself a category folder: use --root {mvtec_root} --category bottle"
+    ):
+        mvtec.load_category(category, "bottle")
+    above = mvtec_root.parent
+    with pytest.raises(
+        DataError, match=rf"found: none .*; {mvtec_root} holds categories \(bottle\): use --root {mvtec_root}$"
+    ):
+        mvtec.load_category(above, "bottle")
 
 
 def test_missing_train_good_is_a_data_error(mvtec_root):

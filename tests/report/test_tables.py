@@ -81,3 +81,9 @@ def test_run_table_formats_percentages_and_flags_test_set_thresholds():
 def test_run_table_shows_nested_entries_as_json_not_python_reprs():
     rows = dict(run_table({"backbone": {"model": "m", "random": True}, "levels": [6, 12]}).rows())
     assert rows == {"backbone": '{"model": "m", "random": true}', "levels": "[6, 12]"}
+
+
+def test_counts_read_as_words() -> None:
+    from clipmpcad.report.tables import counted
+
+    assert [counted(n, "shot") for n in (0, 1, 2)] == ["0 shots", "1 shot", "2 shots"]

@@ -177,7 +177,11 @@ def _draw(
 ) -> tuple[Sample, ...]:
     if k > len(pool):
         where = _pool_folders(pool) or f"{data.root} ({data.dataset}/{data.category})"
-        raise DataError(f"{where}: k={k} {part} shots asked for but the {part} pool has only {len(pool)} image(s)")
+        none = part == "abnormal" and not pool
+        hint = "; without abnormal images, --protocol normal-only trains on synthetic anomalies" if none else ""
+        raise DataError(
+            f"{where}: k={k} {part} shots asked for but the {part} pool has only {len(pool)} image(s){hint}"
+        )
     chosen = np.sort(rng.choice(len(pool), size=k, replace=False))  # pool order
     return tuple(pool[int(i)] for i in chosen)
 

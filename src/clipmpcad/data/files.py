@@ -77,7 +77,7 @@ def find_dir(folder: Path, *names: str) -> Path | None:
 def masked_samples(images: Sequence[Path], mask_dir: Path, suffixes: Sequence[str], defect: str) -> tuple[Sample, ...]:
     """Anomalous samples of `images`, each with its mask from `mask_dir` (paired by stem, `suffixes` tried in order)."""
     index = index_masks(mask_dir, suffixes)
-    masks = pair_masks(images, index, mask_dir)
+    masks = pair_masks(images, index, mask_dir, suffixes)
     unpaired = sorted({p.name for p in index.values()} - {p.name for p in masks})
     if unpaired:  # their images are missing: the test set is smaller than the masks say
         warnings.warn(
@@ -111,8 +111,11 @@ def index_masks(mask_dir: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     return index
 
 
-def pair_masks(images: Iterable[Path], masks: dict[str, Path], where: Path) -> list[Path]:
-    """The mask of each image by stem; any image without one is a DataError listing them all."""
+def pair_masks(
+    images: Iterable[Path], masks: dict[str, Path], where: Path, suffixes: Sequence[str] = ("",)
+) -> list[Path]:
+    """The mask of each image by stem; any image without one is a DataError listing them all and
+    the names looked for (`suffixes`, as index_masks tried them)."""
     images = list(images)
     counts = Counter(p.stem for p in images)
     twins = sorted(p.name for p in images if counts[p.stem] > 1)
@@ -120,10 +123,12 @@ def pair_masks(images: Iterable[Path], masks: dict[str, Path], where: Path) -> l
         raise DataError(
             f"{images[0].parent}: images share a stem, so masks cannot be paired by name: {show_names(twins)}"
         )
-    missing = [p.name for p in images if p.stem not in masks]
+    missing = [p for p in images if p.stem not in masks]
     if missing:
+        looked = " or ".join(f"{missing[0].stem}{suffix}.*" for suffix in suffixes)
         raise DataError(
-            f"{where}: {len(missing)} anomalous image(s) have no mask with the same stem: {show_names(missing)}"
+            f"{where}: {len(missing)} anomalous image(s) have no mask with the same stem "
+            f"(for {missing[0].name}: {looked}): {show_names([p.name for p in missing])}"
         )
     return [masks[p.stem] for p in images]
 

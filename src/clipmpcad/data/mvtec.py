@@ -16,6 +16,7 @@ removes them from evaluation (METHOD §10; the published code left them in).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from clipmpcad.data.files import find_child, find_dir, list_image_files, masked_samples, show_names
@@ -38,6 +39,19 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and find_dir(p, "train") and find_dir(p, "test"))
 
 
+def _root_hint(root: Path, categories: list[str]) -> str:
+    """Where the categories are when --root missed them by one level (else "")."""
+    if find_dir(root, "train") and find_dir(root, "test"):
+        return f"; {root} is itself a category folder: use --root {root.parent} --category {root.name}"
+    below: list[Path] = []
+    if not categories:
+        with contextlib.suppress(OSError):  # an unreadable folder below: no hint, the error stands
+            below = [p for p in sorted(root.iterdir()) if p.is_dir() and list_categories(p)]
+        if below:
+            return f"; {below[0]} holds categories ({', '.join(list_categories(below[0])[:5])}): use --root {below[0]}"
+    return ""
+
+
 def load_category(root: str | Path, category: str, dataset: str = "mvtec", domain: str = "industrial") -> CategoryData:
     """Samples of one category of an MVTec-layout dataset ("mvtec", "mpdd" or "btad")."""
     root = Path(root)
@@ -45,9 +59,8 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
         raise DataError(f"{dataset!r} is not an MVTec-layout dataset; choices: {', '.join(NORMAL_FOLDERS)}")
     categories = list_categories(root)
     if category not in categories:
-        raise DataError(
-            f"{root}: no {dataset} category {category!r}; found: {', '.join(categories) or 'none ' + NO_CATEGORY}"
-        )
+        found = ", ".join(categories) or "none " + NO_CATEGORY
+        raise DataError(f"{root}: no {dataset} category {category!r}; found: {found}{_root_hint(root, categories)}")
     folder = root / category
     normal_names = NORMAL_FOLDERS[dataset]
     ground_truth = find_child(folder, "ground_truth")

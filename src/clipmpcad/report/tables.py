@@ -29,6 +29,11 @@ LABELS = {
 }
 
 
+def counted(n: int, noun: str) -> str:
+    """3, "image" → "3 images"; 1, "image" → "1 image" (nouns that take an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def percent(value: float | None) -> str:
     """0.91234 → "91.23"; None → "–"."""
     return MISSING if value is None else f"{100.0 * value:.2f}"

@@ -340,8 +340,9 @@ def _describe(differences: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def _check_suite_folder(out: Path, base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], overwrite: bool) -> None:
-    """An earlier suite in `out` must have had the same settings and cells: cells of two settings
-    never mix, and suite.json never describes a suite other than the tables' one."""
+    """An earlier suite in `out` must have had the same settings, and its cells must be among the
+    requested ones (a suite grows by more seeds, shots or categories): cells of two settings never
+    mix, and suite.json never describes a suite other than the tables' one."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"benchmark folder {out} exists and is not a folder; choose another --out")
     suite = out / "suite.json"
@@ -357,11 +358,14 @@ def _check_suite_folder(out: Path, base: RunConfig, spec: SuiteSpec, cells: Sequ
         raise ConfigError(f"{suite} cannot be read ({error}); choose another --out") from None
     differences = config_differences(saved, base, (*RUNTIME_KEYS, *CELL_KEYS))
     members = _suite_members(spec.datasets, [str(cell.run_dir(Path())) for cell in cells])
-    differences.update({k: (saved_members[k], v) for k, v in members.items() if saved_members[k] != v})
+    grown = {k: (saved_members[k], v) for k, v in members.items() if saved_members[k] != v}
+    if not differences and all(set(saved_members[k]) <= set(v) for k, (_, v) in grown.items()):
+        return  # the same settings over more datasets, categories, shots or seeds: the new cells are added
+    differences.update(grown)
     if differences and not overwrite:
         raise ConfigError(
-            f"{out} holds a suite run with other settings ({_describe(differences)}); "
-            "pass --overwrite to redo its cells with the new ones, or choose another --out"
+            f"{out} holds a suite run with other settings ({_describe(differences)}); pass --overwrite to make "
+            "it this suite (cells already run with these settings are kept), or choose another --out"
         )
 
 

@@ -312,6 +312,12 @@ def test_datasets_says_when_a_root_holds_no_category(tmp_path, capsys) -> None:
     assert captured.err == f"{tmp_path}: no mvtec categories; found: none (no folder with train/ and test/)\n"
     assert main(["datasets", "mvtec", str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.startswith("clipmpcad: error: ")
+    for split in ("train/good", "test/good"):
+        (tmp_path / "stray" / "bottle" / split).mkdir(parents=True)  # the categories lie one level down
+    assert main(["datasets", "mvtec", str(tmp_path)]) == 0
+    assert capsys.readouterr().err.endswith(
+        f"; {tmp_path / 'stray'} holds categories (bottle): use --root {tmp_path / 'stray'}\n"
+    )
 
 
 def test_prompts_lint_of_an_unreadable_file_is_bad_input(tmp_path, capsys) -> None:

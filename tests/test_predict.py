@@ -358,8 +358,8 @@ def test_skip_errors_keeps_the_good_files_and_names_the_bad_ones(predictor, brai
 def test_bad_tensors_and_options_are_refused(predictor, tmp_path):
     with pytest.raises(DataError, match=r"input 0: values span .*\[0, 1\]"):
         predictor.predict(torch.full((3, 20, 30), -1.5))  # already normalised: refused
-    with pytest.raises(DataError, match=r"input 1: expected a float tensor \(3, H, W\)"):
-        predictor.predict([torch.rand(3, 8, 8), torch.rand(1, 8, 8)])
+    with pytest.raises(DataError, match=r"input 1: expected a float tensor \(3, H, W\) of RGB, or \(1, H, W\)"):
+        predictor.predict([torch.rand(3, 8, 8), torch.rand(2, 8, 8)])
     with pytest.raises(ConfigError, match="save_maps"):
         check_options(None, True, None, 16)
     with pytest.raises(ConfigError, match="npy, png16"):
@@ -496,3 +496,12 @@ def test_a_classification_only_run_maps_its_det_branch(bench, tmp_path):
     assert any(abs(p.score - float(p.anomaly_map.max())) > 1e-3 for p in preds)  # the det score, not the map's max
     rows = _read_csv(predict_to_folder(predictor, images, tmp_path / "out", progress=False))
     assert [r["anomalous"] for r in rows] == [str(p.anomalous) for p in preds]
+
+
+def test_a_grey_tensor_scores_as_its_grey_file(predictor, tmp_path):
+    grey = torch.rand(40, 52)
+    path = tmp_path / "grey.png"
+    Image.fromarray((grey * 255).round().to(torch.uint8).numpy(), mode="L").save(path)
+    want = predictor.predict(path)[0].score
+    for x in (grey, grey[None], grey[None, None], grey.expand(3, -1, -1)):  # (H,W), (1,H,W), (B,1,H,W), RGB
+        assert predictor.predict(x)[0].score == pytest.approx(want, abs=1e-6)

@@ -482,9 +482,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         raise ConfigError(f"give the root folder of {args.name} to list its categories")
     categories = list_categories(args.name, args.root)  # a missing root is an error (status 2)
     if not categories:  # an existing root without categories is an answer: said on stderr, stdout stays a list
-        from .data.mvtec import NO_CATEGORY, NORMAL_FOLDERS
+        from .data.mvtec import NO_CATEGORY, NORMAL_FOLDERS, root_hint
 
-        why = f" {NO_CATEGORY}" if args.name in NORMAL_FOLDERS else ""  # as train says it
+        mvtec_like = args.name in NORMAL_FOLDERS
+        why = f" {NO_CATEGORY}{root_hint(Path(args.root), [])}" if mvtec_like else ""  # as train says it
         print(f"{args.root}: no {args.name} categories; found: none{why}", file=sys.stderr)
     for category in categories:
         print(category)

@@ -188,7 +188,8 @@ class Predictor:
         """Score images, in input order; batch_size changes results only by float rounding (~1e-7).
 
         Args:
-            inputs: a PIL image, a path, a tensor (3, H, W) or (B, 3, H, W), or a list of these.
+            inputs: a PIL image, a path, a tensor (3, H, W) or (B, 3, H, W), or a list of these
+                (grey tensors: (1, H, W), (H, W) or (B, 1, H, W)).
                 Tensors hold unnormalised RGB in [0, 1] at any H, W: they are rounded to 8 bits,
                 then resized and normalised as the run's images were (run.prep), so a tensor, a PIL
                 image and a file of the same picture score alike: files are read by data.imageio
@@ -338,9 +339,15 @@ def _name(item: Image.Image | torch.Tensor | Path, index: int) -> str:
 
 
 def tensor_to_image(x: torch.Tensor, where: str) -> Image.Image:
-    """(3, H, W) float RGB in [0, 1] → 8-bit RGB PIL image, rounded as an 8-bit file would store it."""
+    """(3, H, W) float RGB in [0, 1] → 8-bit RGB PIL image, rounded as an 8-bit file would store it;
+    a grey image (1, H, W) or (H, W) gets its one channel three times, as a grey file is read."""
+    if x.ndim == 2 or (x.ndim == 3 and x.shape[0] == 1):
+        x = x.reshape(1, *x.shape[-2:]).expand(3, -1, -1)
     if x.ndim != 3 or x.shape[0] != 3 or 0 in x.shape or not x.is_floating_point():
-        raise DataError(f"{where}: expected a float tensor (3, H, W) of RGB in [0, 1], got {x.dtype} {tuple(x.shape)}")
+        raise DataError(
+            f"{where}: expected a float tensor (3, H, W) of RGB, or (1, H, W) or (H, W) of grey, in [0, 1], "
+            f"got {x.dtype} {tuple(x.shape)}"
+        )
     x = x.detach()
     lo, hi = float(x.min()), float(x.max())
     if not (lo >= -1e-6 and hi <= 1.0 + 1e-6):  # also catches NaN

@@ -39,7 +39,7 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and find_dir(p, "train") and find_dir(p, "test"))
 
 
-def _root_hint(root: Path, categories: list[str]) -> str:
+def root_hint(root: Path, categories: list[str]) -> str:
     """Where the categories are when --root missed them by one level (else "")."""
     if find_dir(root, "train") and find_dir(root, "test"):
         return f"; {root} is itself a category folder: use --root {root.parent} --category {root.name}"
@@ -60,7 +60,7 @@ def load_category(root: str | Path, category: str, dataset: str = "mvtec", domai
     categories = list_categories(root)
     if category not in categories:
         found = ", ".join(categories) or "none " + NO_CATEGORY
-        raise DataError(f"{root}: no {dataset} category {category!r}; found: {found}{_root_hint(root, categories)}")
+        raise DataError(f"{root}: no {dataset} category {category!r}; found: {found}{root_hint(root, categories)}")
     folder = root / category
     normal_names = NORMAL_FOLDERS[dataset]
     ground_truth = find_child(folder, "ground_truth")

@@ -206,3 +206,36 @@ def test_a_run_into_a_folder_being_written_stops_before_any_work(synthetic_bench
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_hold_is_reentrant_and_covers_a_test_into_the_run(synthetic_benchmark, tmp_path) -> None:
+    from clipmpcad import experiment
+    from tinyrun import tiny_run_config
+
+    target = tmp_path / "run"
+    with sole_writer(target), sole_writer(target):  # train, then test into it, under one hold
+        assert (tmp_path / ".run.lock").is_file()
+    assert not (tmp_path / ".run.lock").exists()
+    s = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    experiment.train_run(tiny_run_config("mvtec", s.root, s.category, train={"epochs": 0}), target, progress=False)
+    child = holder(target)  # another process writes the run: a test would write metrics.json into it
+    try:
+        with pytest.raises(ConfigError, match="is being written by another process"):
+            experiment.test_run(target, progress=False, report=False)
+    finally:
+        child.kill()
+        child.wait()
+    assert not (target / "metrics.json").exists()
+
+
+def test_a_file_system_without_locks_runs_unlocked_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with sole_writer(tmp_path / "run"):
+        pass
+    assert len(os.listdir("/proc/self/fd")) == descriptors and list(tmp_path.iterdir()) == []

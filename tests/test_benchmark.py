@@ -237,7 +237,8 @@ def test_a_suite_grows_and_other_changes_are_refused_unless_overwrite(data, tmp_
     with monkeypatch.context() as patch:
         patch.setattr(experiment, "train_model", fail)
         for message, spec in changed.items():
-            with pytest.raises(ConfigError, match=f"suite run with other settings \\({message}\\); pass --overwrite"):
+            refused = f"suite run with other settings \\({message}\\); a suite may grow, but not drop cells; pass"
+            with pytest.raises(ConfigError, match=refused):
                 run_benchmark(BASE, spec, out, progress=False)
             assert (out / "suite.json").read_text() == saved
         again = run_benchmark(BASE, tile_spec(data, seeds=(2, 1)), out, progress=False)  # resumes: same cells

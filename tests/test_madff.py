@@ -148,9 +148,18 @@ def test_the_light_list_of_adapter_names_matches_the_registry() -> None:
     assert tuple(ADAPTERS) == ADAPTER_KINDS
 
 
-def test_a_reduction_above_the_width_is_refused_not_clamped() -> None:
+def test_a_reduction_above_the_width_is_refused_before_training_and_old_runs_still_build(
+    synthetic_benchmark, tmp_path, monkeypatch
+) -> None:
+    from clipmpcad import experiment
     from clipmpcad.errors import ConfigError
+    from tinyrun import tiny_run_config
 
     assert MADFF(64, 32, AdapterConfig(reduction=64)).channel.net[0].out_features == 1
-    with pytest.raises(ConfigError, match=r"adapter.reduction 65 is larger than the backbone's width 64"):
-        MADFF(64, 32, AdapterConfig(reduction=65))
+    assert MADFF(64, 32, AdapterConfig(reduction=65)).channel.net[0].out_features == 1  # as runs saved so were
+    s = next(s for s in synthetic_benchmark.sets if s.dataset == "mvtec")
+    cfg = tiny_run_config("mvtec", s.root, s.category, adapter={"reduction": 1000})
+    monkeypatch.setattr(experiment, "build_prototypes", lambda *a: pytest.fail("refused only after the prompts"))
+    with pytest.raises(ConfigError, match=r"adapter.reduction 1000 is larger than the backbone's width 64"):
+        experiment.train_model(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

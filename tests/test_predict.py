@@ -505,3 +505,15 @@ def test_a_grey_tensor_scores_as_its_grey_file(predictor, tmp_path):
     want = predictor.predict(path)[0].score
     for x in (grey, grey[None], grey[None, None], grey.expand(3, -1, -1)):  # (H,W), (1,H,W), (B,1,H,W), RGB
         assert predictor.predict(x)[0].score == pytest.approx(want, abs=1e-6)
+
+
+def test_a_threshold_stepped_in_float64_by_an_older_run_is_stepped_again_on_load(rng):
+    pixels = rng.normal(size=5000).astype(np.float32)
+    new = Calibration("reference", {}, 0.0, 0.0, 1, (0.0,), quantile_table(pixels))
+    q = float(np.quantile(pixels.astype(np.float64), 0.99, method="higher"))
+    old = {**new.to_dict(), "image_threshold": float(np.nextafter(q, np.inf)), "pixel_threshold": 0.25}
+    assert (pixels >= old["image_threshold"]).sum() == (pixels >= q).sum()  # float32: the old step is lost
+    loaded = Calibration.from_dict(old)
+    assert loaded.image_threshold == upper_quantile(pixels, 0.01) and loaded.pixel_threshold == 0.25  # 0.25 as is
+    assert (pixels >= loaded.image_threshold).sum() == (pixels > q).sum()
+    assert Calibration.from_dict({**old, "source": "test"}).image_threshold == old["image_threshold"]

@@ -135,38 +135,50 @@ def _take_place(stage: Path, target: Path, last: Sequence[str]) -> None:
 def sole_writer(target: str | Path) -> Iterator[None]:
     """Hold, for the block, the right to write `target`: an advisory lock on `.<name>.lock` where
     its stage is built, taken at once or refused (ConfigError) while another process holds it, so a
-    second run into the same folder stops before its work, not after. The lock goes with its
-    process (a killed writer leaves none held), and the file with the block. Folders made for the
-    lock file are removed again if still empty. No lock where `target` is a mount point (its stage
-    lives inside it) or the system has none (Windows)."""
+    second run into the same folder stops before its work, not after. Re-entrant within a process
+    (train, then test into the same folder, under one hold). The lock goes with its process (a
+    killed writer leaves none held), and the file with the block; folders made for it are removed
+    again if still empty. No lock where `target` is a mount point (its stage lives inside it), the
+    system has none (Windows) or its file system refuses one (NFS without a lock daemon)."""
     target, home = staging_place(target)
-    if fcntl is None or home == target:
-        yield
-        return
-    made = [p for p in (home, *home.parents) if not p.exists()]
     path = home / f".{target.name}{LOCK_SUFFIX}"
-    try:
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-            handle = _lock(path, target)
-        except OSError:  # no folder or file can be made there: the caller's checks say why, in its words
-            handle = None
+    key = os.path.abspath(path)
+    if fcntl is None or home == target or _HELD.get(key):
+        _HELD[key] = _HELD.get(key, 0) + 1
         try:
             yield
         finally:
-            if handle is not None:
-                path.unlink(missing_ok=True)  # while held: a process that opened this file retries on a new one
-                os.close(handle)
+            _HELD[key] -= 1
+        return
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    handle = _lock(path, target)
+    _HELD[key] = 1
+    try:
+        yield
     finally:
+        _HELD[key] = 0
+        if handle is not None:
+            path.unlink(missing_ok=True)  # while held: a process that opened this file retries on a new one
+            os.close(handle)
         for folder in made:  # deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
 
-def _lock(path: Path, target: Path) -> int:
-    """An open descriptor of `path` holding its exclusive lock, the holder's pid written in it."""
-    while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+_HELD: dict[str, int] = {}  # lock files this process holds, with the depth of sole_writer blocks on each
+
+
+def _lock(path: Path, target: Path) -> int | None:
+    """An open descriptor of `path` holding its exclusive lock, the holder's pid written in it; None
+    where no lock can be had here (the block then runs without one)."""
+    for _ in range(8):  # another writer's cleanup may remove the folder between the mkdir and the open
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except FileNotFoundError:
+            continue
+        except OSError:  # no folder or file can be made there: the caller's checks say why, in its words
+            return None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -175,15 +187,23 @@ def _lock(path: Path, target: Path) -> int:
             raise ConfigError(
                 f"{target} is being written by another process ({holder}); wait for it to end or choose another --out"
             ) from None
+        except OSError:  # no locks on this file system
+            os.close(handle)
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == 0:  # made just now for nothing: a holder would have written its pid
+                    path.unlink()
+            return None
         try:
             current = os.stat(path).st_ino == os.fstat(handle).st_ino
         except FileNotFoundError:
             current = False
         if current:  # else its holder removed the file after we opened it: lock the new one
-            os.ftruncate(handle, 0)
-            os.write(handle, f"pid {os.getpid()}".encode("ascii"))
+            with contextlib.suppress(OSError):  # the pid is for the message of a refused writer only
+                os.ftruncate(handle, 0)
+                os.write(handle, f"pid {os.getpid()}".encode("ascii"))
             return handle
         os.close(handle)
+    return None
 
 
 def staging_place(target: str | Path) -> tuple[Path, Path]:

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import experiment
-from .atomic import remove_leftovers, write_json, write_text
+from .atomic import remove_leftovers, sole_writer, write_json, write_text
 from .config import SEED_LIMIT, SHOTS, RunConfig, flatten, load_config
 from .data import list_categories
 from .errors import ConfigError, DataError
@@ -358,14 +358,14 @@ def _check_suite_folder(out: Path, base: RunConfig, spec: SuiteSpec, cells: Sequ
         raise ConfigError(f"{suite} cannot be read ({error}); choose another --out") from None
     differences = config_differences(saved, base, (*RUNTIME_KEYS, *CELL_KEYS))
     members = _suite_members(spec.datasets, [str(cell.run_dir(Path())) for cell in cells])
-    grown = {k: (saved_members[k], v) for k, v in members.items() if saved_members[k] != v}
-    if not differences and all(set(saved_members[k]) <= set(v) for k, (_, v) in grown.items()):
-        return  # the same settings over more datasets, categories, shots or seeds: the new cells are added
-    differences.update(grown)
-    if differences and not overwrite:
+    # more datasets, categories, shots or seeds of the same settings: the suite grows by the new cells
+    dropped = {k: (saved_members[k], v) for k, v in members.items() if not set(saved_members[k]) <= set(v)}
+    if (differences or dropped) and not overwrite:
+        growing = "" if differences else "a suite may grow, but not drop cells; "
         raise ConfigError(
-            f"{out} holds a suite run with other settings ({_describe(differences)}); pass --overwrite to make "
-            "it this suite (cells already run with these settings are kept), or choose another --out"
+            f"{out} holds a suite run with other settings ({_describe({**differences, **dropped})}); {growing}"
+            "pass --overwrite to make it this suite (cells already run with these settings are kept), "
+            "or choose another --out"
         )
 
 
@@ -457,13 +457,14 @@ def _suite_record(base: RunConfig, spec: SuiteSpec, cells: Sequence[Cell], out: 
 
 def _run_cell(cell: Cell, cfg: RunConfig, action: str, out: Path, report: bool) -> CellResult:
     run_dir = cell.run_dir(out)
-    if action == "train":  # the folder is absent, empty, or the user asked to replace it
-        run = experiment.train_model(cfg, run_dir, overwrite=True, progress=False)
-        record = experiment.evaluate_run(run, progress=False, report=report)  # no second backbone load
-    elif action == "reuse":
-        record = read_json(run_dir / "metrics.json")
-    else:
-        record = experiment.test_run(run_dir, device=cfg.device, progress=False, report=report)
+    with sole_writer(run_dir):  # trained and tested under one hold: no other writer between the two
+        if action == "train":  # the folder is absent, empty, or the user asked to replace it
+            run = experiment.train_model(cfg, run_dir, overwrite=True, progress=False)
+            record = experiment.evaluate_run(run, progress=False, report=report)  # no second backbone load
+        elif action == "reuse":
+            record = read_json(run_dir / "metrics.json")
+        else:
+            record = experiment.test_run(run_dir, device=cfg.device, progress=False, report=report)
     status = {"train": "trained", "test": "tested", "reuse": "reused"}[action]
     return CellResult(cell, run_dir, status, record)
 

@@ -258,6 +258,7 @@ def _add_prompts(verbs: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .atomic import sole_writer
     from .experiment import evaluate_run, train_model, train_seeds
 
     cfg = config_from_args(args)
@@ -270,15 +271,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.seeds:
         cfg = cfg.with_overrides({"seed": args.seeds[0]})
-    run = train_model(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
-    print(describe_training(run.run_dir))
-    if args.test:
-        try:
-            _print_record(evaluate_run(run, progress=progress))  # the trained run as it is: no second load
-        except ClipMPCADError as error:  # the run itself is complete: say so beside the problem
-            raise type(error)(
-                f"{error} (the trained run is saved in {run.run_dir}; `clipmpcad test` it again)"
-            ) from error
+    with sole_writer(args.out):  # trained and tested under one hold: no other writer between the two
+        run = train_model(cfg, args.out, overwrite=args.overwrite, progress=progress, train_on=args.train_on)
+        print(describe_training(run.run_dir))
+        if args.test:
+            try:
+                _print_record(evaluate_run(run, progress=progress))  # the trained run as it is: no second load
+            except ClipMPCADError as error:  # the run itself is complete: say so beside the problem
+                raise type(error)(
+                    f"{error} (the trained run is saved in {run.run_dir}; `clipmpcad test` it again)"
+                ) from error
     return 0
 
 

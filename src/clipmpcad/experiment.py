@@ -28,7 +28,7 @@ from .data.fewshot import Shots, evaluation_samples, normal_shots_only, read_sho
 from .detector import Detector, build_bank, calibrate_on_reference, fixed_calibration
 from .errors import ConfigError
 from .evaluation import REPORT_CASES, Evaluation, Preprocess, WorstMaps, evaluate, fit_test_calibration
-from .madff import count_parameters
+from .madff import check_adapter_fits, count_parameters
 from .memory_bank import MemoryBank
 from .metrics import decision_counts
 from .metrics.summary import RunResult
@@ -171,6 +171,8 @@ def _train_model(
     generator = seed_everything(cfg.seed)
     start = time.perf_counter()
     backbone = load_backbone(cfg.backbone, quick_gelu_for_openai=protocol.quick_gelu_for_openai)
+    if protocol.trains or sources:
+        check_adapter_fits(cfg.adapter, backbone.info.width)  # the width is known once the backbone is
     prep = preprocess_for(backbone, data, protocol)
     prototypes, prompt_set, classname, sentences_digest = build_prototypes(backbone, cfg, data)
     support, lr, source_shots = _support(cfg, data, shots, sources, backbone, prep, protocol)
@@ -324,16 +326,17 @@ def train_seeds(
     for seed in seeds:
         # the trained run as it is (no second backbone load), and no reference kept to it: one
         # seed's model is freed before the next one's is built
-        record = evaluate_run(
-            train_model(
-                cfg.with_overrides({"seed": seed}),
-                out / f"seed-{seed}",
-                overwrite=overwrite,
+        with sole_writer(out / f"seed-{seed}"):  # trained and tested under one hold: no writer between
+            record = evaluate_run(
+                train_model(
+                    cfg.with_overrides({"seed": seed}),
+                    out / f"seed-{seed}",
+                    overwrite=overwrite,
+                    progress=progress,
+                    train_on=train_on,
+                ),
                 progress=progress,
-                train_on=train_on,
-            ),
-            progress=progress,
-        )
+            )
         results.append(RunResult(record["dataset"], record["category"], record["shot"], seed, record))
     table = benchmark_table(results)
     first = results[0].metrics
@@ -388,7 +391,7 @@ def describe_record(record: dict[str, Any]) -> str:
 
 
 NO_MASKS_HINT = {  # where a layout's masks would be, said when a category has none
-    "mvtec": " (an MVTec-layout one: no ground_truth/ folder)",
+    **dict.fromkeys(("mvtec", "mpdd", "btad"), " (an MVTec-layout one: no ground_truth/ folder)"),
     "folder": " (give --mask-dir, and --test-mask-dir where the test images lie elsewhere)",
 }
 
@@ -505,7 +508,13 @@ def evaluate_run(
     run: TrainedRun, *, pixel_resolution: str | None = None, progress: bool = True, report: bool = True
 ) -> dict[str, Any]:
     """Evaluate a trained run (load_run's, or train_model's still in memory) on its test split;
-    writes metrics.json (and report.html) into its folder and returns the metrics record."""
+    writes metrics.json (and report.html) into its folder and returns the metrics record. Refused
+    while another process writes that folder (atomic.sole_writer)."""
+    with sole_writer(run.run_dir):
+        return _evaluate_run(run, pixel_resolution, progress, report)
+
+
+def _evaluate_run(run: TrainedRun, pixel_resolution: str | None, progress: bool, report: bool) -> dict[str, Any]:
     cfg = run.config
     if pixel_resolution is not None:
         cfg = cfg.with_overrides({"eval.pixel_resolution": pixel_resolution})

@@ -41,7 +41,7 @@ class ChannelMLP(nn.Module):
 
     def __init__(self, width: int, reduction: int) -> None:
         super().__init__()
-        hidden = width // reduction
+        hidden = max(1, width // reduction)  # runs saved with reduction > width had one hidden unit
         self.net = nn.Sequential(nn.Linear(width, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, width, bias=False))
 
     def forward(self, mean: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
@@ -53,11 +53,6 @@ class MADFF(nn.Module):
 
     def __init__(self, width: int, embed_dim: int, cfg: AdapterConfig) -> None:
         super().__init__()
-        if cfg.reduction > width:
-            raise ConfigError(
-                f"adapter.reduction {cfg.reduction} is larger than the backbone's width {width}: the channel "
-                f"MLP (C → C/r) would have no hidden unit; use a reduction of at most {width}"
-            )
         self.channel = ChannelMLP(width, cfg.reduction)  # SCA
         self.frequency = ChannelMLP(width, cfg.reduction)  # FAB's MLP_f
         k = cfg.spatial_kernel
@@ -130,6 +125,15 @@ def spectrum_statistics(half: torch.Tensor, width: int) -> tuple[torch.Tensor, t
 
 
 ADAPTERS: dict[str, type[nn.Module]] = {"madff": MADFF, "linear": LinearAdapter}
+
+
+def check_adapter_fits(cfg: AdapterConfig, width: int) -> None:
+    """Refuse, before training, a channel-MLP reduction that leaves no hidden unit at this width."""
+    if cfg.kind == "madff" and cfg.reduction > width:
+        raise ConfigError(
+            f"adapter.reduction {cfg.reduction} is larger than the backbone's width {width}: the channel "
+            f"MLP (C → C/r) would have no hidden unit; use a reduction of at most {width}"
+        )
 
 
 def build_adapter(cfg: AdapterConfig, width: int, embed_dim: int) -> nn.Module:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,15 +31,23 @@ def load_torch(path: str | Path, sha256: str | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; is {path.parent} a complete run folder from `clipmpcad train`?")
-    data = path.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    if sha256 is not None and file_sha256(path) != sha256:
         raise CheckpointError(
             f"{path} is not the file this run saved (its content differs: copied from another run, or damaged)"
         )
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file
         raise CheckpointError(f"cannot read {path}: {load_failure(error)}") from error
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a bank may be a gigabyte)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

@@ -97,6 +97,8 @@ class Calibration:
         scales = {k: Scale(**v) for k, v in data["scales"].items()}
         tables = (tuple(float(v) for v in data.get(key, ())) for key in ("reference_scores", "pixel_quantiles"))
         thresholds = data["image_threshold"], data["pixel_threshold"]
+        if data["source"] == "reference":  # runs saved before just_above stepped in float64: step again
+            thresholds = tuple(_restepped(t) for t in thresholds)
         return cls(data["source"], scales, *thresholds, data["n_reference"], *tables)
 
     def threshold_for(self, image_fpr: float) -> float:
@@ -113,8 +115,8 @@ class Calibration:
         if index == last and pixel_fpr * last < 1 - 1e-9:
             warnings.warn(
                 f"the stored reference pixel quantiles cannot resolve a pixel false-positive target of "
-                f"{pixel_fpr:.2%} (the finest is {1 / last:.1%}): the pixel threshold is just above the highest "
-                "reference pixel",
+                f"{100 * pixel_fpr:.3g}% (the finest is {100 / last:.3g}%): the pixel threshold is just above "
+                "the highest reference pixel",
                 stacklevel=3,
             )
         return just_above(self.pixel_quantiles[index])
@@ -207,6 +209,16 @@ def upper_quantile(values: np.ndarray, fpr: float) -> float:
     """A threshold t with at most a `fpr` fraction of `values` at or above it (decision: ≥ t)."""
     q = np.quantile(values.astype(np.float64), 1.0 - fpr, method="higher")
     return just_above(float(q))
+
+
+def _restepped(threshold: float) -> float:
+    """A reference threshold one float64 step above a float32 value (as runs saved before
+    just_above have them: float32 comparisons round it back onto the value), stepped as just_above
+    steps; any other threshold as it is."""
+    below = float(np.float32(threshold))
+    if below != threshold and float(np.nextafter(below, np.inf)) == threshold:
+        return just_above(below)
+    return threshold
 
 
 def just_above(value: float) -> float:

@@ -239,3 +239,19 @@ def test_a_file_system_without_locks_runs_unlocked_and_leaves_nothing(tmp_path, 
     with sole_writer(tmp_path / "run"):
         pass
     assert len(os.listdir("/proc/self/fd")) == descriptors and list(tmp_path.iterdir()) == []
+
+
+def test_the_stage_of_a_live_writer_is_no_leftover(tmp_path) -> None:
+    target = tmp_path / "run"
+    stage = tmp_path / ".run.abc123.partial"
+    stage.mkdir()
+    child = holder(target)
+    try:
+        with pytest.raises(ConfigError, match="is being written by another process"):
+            remove_leftovers(target)
+        assert stage.is_dir()
+    finally:
+        child.kill()
+        child.wait()
+    remove_leftovers(target)  # its writer gone: a leftover
+    assert not stage.exists()

@@ -231,16 +231,23 @@ def _replace_contents(target: Path, stage: Path, last: Sequence[str]) -> None:
 
 def remove_leftovers(target: str | Path) -> None:
     """What a killed process left of writing `target`: its staged folders where staged_folder
-    builds them and the temporary files inside it (the names write_bytes and staged_folder give them)."""
+    builds them and the temporary files inside it (the names write_bytes and staged_folder give them).
+    Refused (ConfigError) while another process writes `target`: its stage is no leftover."""
     target, home = staging_place(target)
-    if home.is_dir():
-        for stage in home.glob(f".{target.name}.*{STAGE_SUFFIX}"):
-            shutil.rmtree(stage, ignore_errors=True)
-        for old in sorted(home.glob(f".{target.name}{OLD_INFIX}*")):  # a folder being replaced when killed
-            if target.exists():
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-            else:  # killed between the two renames: the old folder is the only one, so it goes back
-                old.rename(target)
+    if not home.is_dir():
+        return
+    with sole_writer(target):
+        _remove_leftovers(target, home)
+
+
+def _remove_leftovers(target: Path, home: Path) -> None:
+    for stage in home.glob(f".{target.name}.*{STAGE_SUFFIX}"):
+        shutil.rmtree(stage, ignore_errors=True)
+    for old in sorted(home.glob(f".{target.name}{OLD_INFIX}*")):  # a folder being replaced when killed
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        else:  # killed between the two renames: the old folder is the only one, so it goes back
+            old.rename(target)
     if target.is_dir():
         for temp in target.glob(".*.tmp"):
             temp.unlink(missing_ok=True)

@@ -118,6 +118,9 @@ def test_the_summary_says_why_image_metrics_are_missing(normal, anomalous, says)
             in (text := experiment.describe_record({**record, "dataset": dataset}))
             and hint in text
         )
+    assert "coarse" not in experiment.describe_record({**record, "n_normal": 10, "n_anomalous": 10})
+    few = experiment.describe_record({**record, "n_normal": 4, "n_anomalous": 2})
+    assert "NOTE: 4 normal and 2 anomalous test images: image AUROC moves in steps of 12 points" in few
     at = experiment.describe_record({**record, "pixel_metrics_at": "original", "pixel_resolution": "mixed"})
     assert "(at each mask's own size)" in at
 

@@ -387,7 +387,17 @@ def describe_record(record: dict[str, Any]) -> str:
                 + ("use fewer shots or more test images" if removed else f"add {kind} test images")
             )
             break
+    else:
+        pairs = (record.get("n_normal") or 0) * (record.get("n_anomalous") or 0)
+        if 0 < pairs < COARSE_PAIRS:  # image AUROC moves in steps of one (normal, anomalous) pair
+            lines.append(
+                f"NOTE: {record['n_normal']} normal and {record['n_anomalous']} anomalous test images: image AUROC "
+                f"moves in steps of {100 / pairs:.2g} points (one pair ranked the other way); read it as coarse"
+            )
     return describe_header(record) + "\n".join(lines)
+
+
+COARSE_PAIRS = 100  # fewer (normal, anomalous) test pairs: image AUROC steps of over one point
 
 
 NO_MASKS_HINT = {  # where a layout's masks would be, said when a category has none

@@ -2,7 +2,8 @@
 atomically, and a run folder built aside and moved into place only when complete.
 
     <run>/config.json     resolved RunConfig
-    <run>/model.pt        adapters, level weights, text prototypes, calibration, backbone identity
+    <run>/model.pt        adapters, level weights, text prototypes, calibration, backbone identity,
+                          and the SHA-256 of its bank.pt (checkpoint.load_bank refuses any other)
     <run>/bank.pt         few-shot memory bank (absent for zero-shot runs)
     <run>/shots.json      the support images actually used (repeat a run with --shot-file)
     <run>/train.json      loss per epoch, wall time

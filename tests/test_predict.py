@@ -353,6 +353,16 @@ def test_skip_errors_keeps_the_good_files_and_names_the_bad_ones(predictor, brai
     assert len(list(out.glob("*_overlay.png"))) == len(good)
     assert main(["predict", str(predictor.run.run_dir), *map(str, inputs), "--out", str(tmp_path / "cli"),
                  "--skip-errors", "--quiet"]) == 1  # fmt: skip
+    from clipmpcad import Unreadable
+
+    results = predictor.predict([*inputs, torch.rand(2, 8, 8)], batch_size=3, skip_errors=True)  # the API alike
+    failed = [r for r in results if isinstance(r, Unreadable)]
+    assert [(r.name, r.path) for r in failed] == [("junk.png", junk), ("cut.png", truncated), ("image_7", None)]
+    assert "junk.png" in failed[0].error and "expected a float tensor" in failed[2].error
+    kept = [r.score for r in results if not isinstance(r, Unreadable)]
+    np.testing.assert_allclose(kept, [p.score for p in alone], rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match=r"junk\.png"):
+        predictor.predict(inputs)  # without skip_errors: refused before any scoring
 
 
 def test_bad_tensors_and_options_are_refused(predictor, tmp_path):

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .checkpoint import load_run
-    from .predict import Prediction, Predictor
+    from .predict import Prediction, Predictor, Unreadable
 
-__all__ = ["Prediction", "Predictor", "__version__", "load_run"]
+__all__ = ["Prediction", "Predictor", "Unreadable", "__version__", "load_run"]
 __version__ = "0.1.0"
 
-_LAZY = {"load_run": "checkpoint", "Prediction": "predict", "Predictor": "predict"}
+_LAZY = {"load_run": "checkpoint", "Prediction": "predict", "Predictor": "predict", "Unreadable": "predict"}
 
 
 def __getattr__(name: str) -> Any:

@@ -89,6 +89,16 @@ class Prediction:
         return float(self.mask.mean())
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An input that could not be read or scored, in its place among the results when errors are
+    skipped (predict / iter_predict with skip_errors=True): why, instead of a Prediction."""
+
+    name: str  # as Prediction.name
+    error: str  # the DataError's message, naming the file
+    path: Path | None = None  # the input file, for path inputs
+
+
 class Predictor:
     """A trained run that scores images at its thresholds; build it with `from_run`."""
 
@@ -183,8 +193,13 @@ class Predictor:
         return self.run.config.eval.batch_for(self.run.detector.device.type)
 
     def predict(
-        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int | None = None
-    ) -> list[Prediction]:
+        self,
+        inputs: Input | Sequence[Input],
+        *,
+        with_levels: bool = False,
+        batch_size: int | None = None,
+        skip_errors: bool = False,
+    ) -> list[Prediction | Unreadable]:
         """Score images, in input order; batch_size changes results only by float rounding (~1e-7).
 
         Args:
@@ -197,20 +212,64 @@ class Predictor:
                 rules (imageio.to_rgb).
             with_levels: also return each level's zero-shot map (Prediction.level_maps).
             batch_size: images per forward pass (memory, not results); None: self.batch_size.
+            skip_errors: an input that cannot be read comes back as an Unreadable in its place
+                (the others are scored as they would be alone) instead of raising a DataError.
         """
-        return list(self.iter_predict(inputs, with_levels=with_levels, batch_size=batch_size))
+        return list(self.iter_predict(inputs, with_levels=with_levels, batch_size=batch_size, skip_errors=skip_errors))
 
     def iter_predict(
-        self, inputs: Input | Sequence[Input], *, with_levels: bool = False, batch_size: int | None = None
-    ) -> Iterator[Prediction]:
+        self,
+        inputs: Input | Sequence[Input],
+        *,
+        with_levels: bool = False,
+        batch_size: int | None = None,
+        skip_errors: bool = False,
+    ) -> Iterator[Prediction | Unreadable]:
         """predict's results one at a time, as each batch is scored: for many or large images,
         only a batch's maps are held at once (predict keeps them all). The inputs are checked here,
-        before the first result is asked for."""
+        before the first result is asked for (without skip_errors, every file's header too)."""
         check_batch_size(batch_size)
         items = _as_list(inputs)
-        check_readable([x for x in items if isinstance(x, Path)])
-        batches = self.scored_batches(items, with_levels=with_levels, batch_size=batch_size)
-        return (pred for batch in batches for _, pred in batch)
+        if not skip_errors:
+            check_readable([x for x in items if isinstance(x, Path)])
+        scored = self.scored_items(items, with_levels=with_levels, batch_size=batch_size, skip_errors=skip_errors)
+        return (result for _, result in scored)
+
+    def scored_items(
+        self,
+        items: Sequence[Image.Image | torch.Tensor | Path],
+        *,
+        with_levels: bool,
+        batch_size: int | None = None,
+        skip_errors: bool = False,
+    ) -> Iterator[tuple[Image.Image | None, Prediction | Unreadable]]:
+        """Each item as read (RGB) with its prediction, in input order, batch_size (None:
+        self.batch_size) at a time. With skip_errors a batch that fails is scored again item by item,
+        and an item that fails alone comes back as (None, Unreadable)."""
+        batch_size = self.batch_size if batch_size is None else batch_size
+        for start in range(0, len(items), batch_size):
+            yield from self._scored_chunk(
+                list(enumerate(items[start : start + batch_size], start)), with_levels, skip_errors
+            )
+
+    def _scored_chunk(
+        self, chunk: list[tuple[int, Image.Image | torch.Tensor | Path]], with_levels: bool, skip: bool
+    ) -> Iterator[tuple[Image.Image | None, Prediction | Unreadable]]:
+        try:
+            (batch,) = self.scored_batches(
+                [item for _, item in chunk], with_levels=with_levels, batch_size=len(chunk), first=chunk[0][0]
+            )
+        except DataError as error:
+            if not skip:
+                raise
+            if len(chunk) == 1:
+                index, item = chunk[0]
+                yield None, Unreadable(_name(item, index), str(error), item if isinstance(item, Path) else None)
+                return
+            for one in chunk:
+                yield from self._scored_chunk([one], with_levels, skip)
+            return
+        yield from batch
 
     def scored_batches(
         self,
@@ -218,12 +277,14 @@ class Predictor:
         *,
         with_levels: bool,
         batch_size: int | None = None,
+        first: int = 0,
     ) -> Iterator[list[tuple[Image.Image, Prediction]]]:
         """Items scored batch_size (None: self.batch_size) at a time, in input order: each image as
-        read (RGB) with its prediction, so that a caller can draw on the image without reading it again."""
+        read (RGB) with its prediction, so that a caller can draw on the image without reading it again.
+        first: the position of items[0] in the caller's inputs (the names of unnamed inputs)."""
         batch_size = self.batch_size if batch_size is None else batch_size
         for start in range(0, len(items), batch_size):
-            chunk = list(enumerate(items[start : start + batch_size], start))
+            chunk = list(enumerate(items[start : start + batch_size], first + start))
             images = [_to_rgb(item, i) for i, item in chunk]
             names = [_name(item, i) for i, item in chunk]
             paths = [item if isinstance(item, Path) else None for _, item in chunk]
@@ -452,20 +513,20 @@ def predict_to_folder(  # noqa: PLR0913 - the `predict` verb's options, one keyw
     sigma = predictor.run.config.eval.sigma if sigma is None else sigma
     rows = {path: _error_row(path, names[path], error) for path, error in errors.items()}
     readable = [p for p in paths if p not in errors]
-    batch_size = predictor.batch_size if batch_size is None else batch_size
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, leave=False)
     bar.update(len(errors))
     # checked above; another process writing `out` now stops this one before any scoring
     with sole_writer(out), staged_folder(out, last=(CSV_NAME,), replace=overwrite) as stage:
-        for start in range(0, len(readable), batch_size):
-            chunk = readable[start : start + batch_size]
-            for path, image, pred in _scored(predictor, chunk, save_levels, skip_errors):
-                if pred is None:  # the file failed while decoding (image holds the reason)
-                    rows[path] = _error_row(path, names[path], image)
-                    continue
-                files = write_outputs(stage, names[path], np.asarray(image), pred, save_maps, sigma)
-                rows[path] = _csv_row(predictor, pred, names[path], files)
-            bar.update(len(chunk))
+        scored = predictor.scored_items(
+            readable, with_levels=save_levels, batch_size=batch_size, skip_errors=skip_errors
+        )
+        for path, (image, result) in zip(readable, scored, strict=True):
+            if isinstance(result, Unreadable):  # the file failed while decoding
+                rows[path] = _error_row(path, names[path], result.error)
+            else:
+                files = write_outputs(stage, names[path], np.asarray(image), result, save_maps, sigma)
+                rows[path] = _csv_row(predictor, result, names[path], files)
+            bar.update(1)
         # file names that are not UTF-8 (the system's bytes) go back into the CSV as those bytes
         text = _csv_text([rows[p] for p in paths])
         write_bytes(stage / CSV_NAME, text.encode("utf-8", "surrogateescape"))
@@ -492,26 +553,6 @@ def _header_errors(paths: Sequence[Path], skip: bool) -> dict[Path, str]:
         except DataError as error:
             errors[path] = str(error)
     return errors
-
-
-def _scored(
-    predictor: Predictor, chunk: Sequence[Path], with_levels: bool, skip: bool
-) -> Iterator[tuple[Path, Any, Prediction | None]]:
-    """(path, RGB image, prediction) of one batch; with `skip`, a batch that fails while decoding is
-    scored again file by file, and a file that fails alone comes back as (path, reason, None)."""
-    try:
-        (batch,) = predictor.scored_batches(chunk, with_levels=with_levels, batch_size=len(chunk))
-    except DataError as error:
-        if not skip:
-            raise
-        if len(chunk) == 1:
-            yield chunk[0], str(error), None
-            return
-        for path in chunk:
-            yield from _scored(predictor, [path], with_levels, skip)
-        return
-    for path, (image, pred) in zip(chunk, batch, strict=True):
-        yield path, image, pred
 
 
 def _error_row(path: Path, name: str, error: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .config import BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
-from .vision_towers import OpenClipTower, TimmTower, vision_tower
+from .vision_towers import OpenClipTower, TimmTower, check_patch_size, vision_tower
 from .weights import WeightsSource, offline_hub, resolve_weights
 
 
@@ -73,7 +73,7 @@ class Backbone(nn.Module):
 
     def __init__(
         self,
-        visual: nn.Module,
+        tower: OpenClipTower | TimmTower,
         text: nn.Module | None,
         info: BackboneInfo,
         mean: tuple,
@@ -81,13 +81,13 @@ class Backbone(nn.Module):
         tokenizer: Callable[[list[str]], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.visual = visual
-        self.tower = vision_tower(visual, info.model)  # embed, blocks, project
+        self.visual = tower.visual
+        self.tower = tower  # embed, blocks, project
         self.text = text  # the text tower, until the prototypes exist
         self.info = info
         self.mean, self.std = tuple(mean), tuple(std)
         self.tokenizer = tokenizer  # with the text tower: sentences → token ids (n, context)
-        self.fingerprint = fingerprint(visual)  # of the weights as loaded, whatever they are stored in later
+        self.fingerprint = fingerprint(tower.visual)  # of the weights as loaded, whatever they are stored in later
         self.requires_grad_(False)
         super().train(False)
 
@@ -205,6 +205,7 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
         quick_gelu = (source.quick_gelu and quick_gelu_for_openai) or bool(model_cfg.get("quick_gelu", False))
     visual, text, preprocess = build_towers(model, model_cfg, source, cfg, quick_gelu, with_text)
     tower = vision_tower(visual, model)
+    check_patch_size(model, cfg.image_size, tower.geometry().patch_size)
     if isinstance(tower, TimmTower):
         tower.resize(cfg.image_size)
     info = _describe(tower, model, source, cfg, text)
@@ -215,15 +216,13 @@ def load_backbone(cfg: BackboneConfig, *, quick_gelu_for_openai: bool = True, wi
                 tokenizer = open_clip.get_tokenizer(model)
         except Exception as error:  # missing or unreadable tokenizer files, a missing package
             raise CheckpointError(f"cannot load the tokenizer of {model}: {type(error).__name__}: {error}") from error
-    return Backbone(visual, text, info, preprocess.get("mean"), preprocess.get("std"), tokenizer)
+    return Backbone(tower, text, info, preprocess.get("mean"), preprocess.get("std"), tokenizer)
 
 
 def _describe(
     tower: OpenClipTower | TimmTower, model: str, source: WeightsSource, cfg: BackboneConfig, text: nn.Module | None
 ) -> BackboneInfo:
     g = tower.geometry()
-    if cfg.image_size < g.patch_size:
-        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {g.patch_size}")
     # A side that the patch does not divide (240 with patch 14, METHOD §2) drops its last pixels:
     # the grid is ⌊S/p⌋, as OpenCLIP's force_image_size builds it.
     levels = tuple(cfg.levels) if cfg.levels is not None else default_levels(g.depth)

@@ -226,12 +226,12 @@ def _train_model(
 def warn_unused_settings(cfg: RunConfig, protocol: Protocol, trained_elsewhere: bool) -> None:
     """A warning naming the settings, changed from their defaults, that this protocol never reads
     (zero-shot builds no bank; without --train-on it trains nothing and draws no shots)."""
+    untrained = not (protocol.trains or trained_elsewhere)
     unused = [] if protocol.uses_bank else ["bank"]
-    if not (protocol.trains or trained_elsewhere):
+    if untrained:
         unused += ["train", "adapter", "decoder", "data.shot", "data.shot_source", "data.shot_file"]
     changed = cfg.changed(*unused)
     if changed:
-        untrained = not (trained_elsewhere or protocol.trains)
         how = " (--train-on CATEGORY trains adapters on another category)" if untrained else ""
         warnings.warn(
             f"the {protocol.name} protocol does not use {', '.join(changed)}: set, but left unused{how}", stacklevel=4

@@ -244,8 +244,9 @@ class Predictor:
         skip_errors: bool = False,
     ) -> Iterator[tuple[Image.Image | None, Prediction | Unreadable]]:
         """Each item as read (RGB) with its prediction, in input order, batch_size (None:
-        self.batch_size) at a time. With skip_errors a batch that fails is scored again item by item,
-        and an item that fails alone comes back as (None, Unreadable)."""
+        self.batch_size) at a time, so that a caller can draw on the image without reading it again.
+        With skip_errors a batch that fails is scored again item by item, and an item that fails
+        alone comes back as (None, Unreadable)."""
         batch_size = self.batch_size if batch_size is None else batch_size
         for start in range(0, len(items), batch_size):
             yield from self._scored_chunk(
@@ -255,10 +256,12 @@ class Predictor:
     def _scored_chunk(
         self, chunk: list[tuple[int, Image.Image | torch.Tensor | Path]], with_levels: bool, skip: bool
     ) -> Iterator[tuple[Image.Image | None, Prediction | Unreadable]]:
+        """One forward pass over (position, item) pairs; see scored_items."""
         try:
-            (batch,) = self.scored_batches(
-                [item for _, item in chunk], with_levels=with_levels, batch_size=len(chunk), first=chunk[0][0]
-            )
+            images = [_to_rgb(item, i) for i, item in chunk]
+            names = [_name(item, i) for i, item in chunk]
+            paths = [item if isinstance(item, Path) else None for _, item in chunk]
+            preds = self.score_images(images, names, with_levels=with_levels, paths=paths)
         except DataError as error:
             if not skip:
                 raise
@@ -269,26 +272,7 @@ class Predictor:
             for one in chunk:
                 yield from self._scored_chunk([one], with_levels, skip)
             return
-        yield from batch
-
-    def scored_batches(
-        self,
-        items: Sequence[Image.Image | torch.Tensor | Path],
-        *,
-        with_levels: bool,
-        batch_size: int | None = None,
-        first: int = 0,
-    ) -> Iterator[list[tuple[Image.Image, Prediction]]]:
-        """Items scored batch_size (None: self.batch_size) at a time, in input order: each image as
-        read (RGB) with its prediction, so that a caller can draw on the image without reading it again.
-        first: the position of items[0] in the caller's inputs (the names of unnamed inputs)."""
-        batch_size = self.batch_size if batch_size is None else batch_size
-        for start in range(0, len(items), batch_size):
-            chunk = list(enumerate(items[start : start + batch_size], first + start))
-            images = [_to_rgb(item, i) for i, item in chunk]
-            names = [_name(item, i) for i, item in chunk]
-            paths = [item if isinstance(item, Path) else None for _, item in chunk]
-            yield list(zip(images, self.score_images(images, names, with_levels=with_levels, paths=paths), strict=True))
+        yield from zip(images, preds, strict=True)
 
     def score_images(
         self,

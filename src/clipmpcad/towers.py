@@ -20,6 +20,7 @@ from torch import nn
 from .config import HF_HUB, LOCAL_DIR, BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError, load_failure
 from .runtime import fixed_torch_seed
+from .vision_towers import check_patch_size
 from .weights import WeightsSource, concrete_weights, offline_hub, read_state_dict
 
 TEXT_SEED_OFFSET = 1_000_003  # a random text tower gets its own seed, apart from the image tower's
@@ -41,9 +42,8 @@ def build_towers(
     """
     if brings_own_weights(model):
         return _from_open_clip(model, cfg, quick_gelu, with_text)
-    patch = model_cfg["vision_cfg"].get("patch_size", 1)
-    if cfg.image_size < patch:  # before any positional embedding is resized to an empty grid
-        raise ConfigError(f"image_size {cfg.image_size} is smaller than {model}'s patch size {patch}")
+    # before any positional embedding is resized to an empty grid
+    check_patch_size(model, cfg.image_size, model_cfg["vision_cfg"].get("patch_size", 1))
     vision_cfg = {**model_cfg["vision_cfg"], "image_size": cfg.image_size}
     embed_dim = model_cfg["embed_dim"]
     with fixed_torch_seed(cfg.init_seed):
@@ -101,8 +101,8 @@ def _check_patch(model: str, image_size: int) -> None:
         patch = json.loads(config.read_text())["model_cfg"]["vision_cfg"].get("patch_size")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # building reports what is wrong with the folder
-    if isinstance(patch, int) and image_size < patch:
-        raise ConfigError(f"image_size {image_size} is smaller than {model}'s patch size {patch}")
+    if isinstance(patch, int):
+        check_patch_size(model, image_size, patch)
 
 
 def _why(error: Exception, model: str) -> str:

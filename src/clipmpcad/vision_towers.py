@@ -77,12 +77,16 @@ class TimmTower:
         return Geometry(t.patch_embed.patch_size[0], grid, t.embed_dim, embed_dim, len(self.blocks), quick_gelu=False)
 
     def resize(self, image_size: int) -> None:
-        """Inputs of image_size: timm resamples the positional embedding (bicubic, as OpenCLIP's)."""
-        patch = self.trunk.patch_embed.patch_size[0]
-        if image_size < patch:
-            raise ConfigError(f"image_size {image_size} is smaller than the patch size {patch}")
+        """Inputs of image_size (≥ the patch, check_patch_size): timm resamples the positional
+        embedding (bicubic, as OpenCLIP's)."""
         if tuple(self.trunk.patch_embed.img_size) != (image_size, image_size):
             self.trunk.set_input_size(img_size=image_size)
+
+
+def check_patch_size(model: str, image_size: int, patch: int) -> None:
+    """A ConfigError where image_size leaves no patch: the grid would be empty."""
+    if image_size < patch:
+        raise ConfigError(f"image_size {image_size} is smaller than {model}'s patch size {patch}")
 
 
 def vision_tower(visual: nn.Module, model: str) -> OpenClipTower | TimmTower:

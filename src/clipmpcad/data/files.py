@@ -28,9 +28,12 @@ def list_image_files(folder: Path, *, recursive: bool = False, what: str = "imag
         problem = "is a file, not a folder" if folder.exists() else "not found"
         raise DataError(f"{folder}: {what} folder {problem}")
     entries = [p for p in (folder.rglob("*") if recursive else folder.iterdir()) if not _hidden(p, folder)]
-    files = sorted(p for p in entries if p.is_file() and is_image_file(p))
-    others = sorted(p.relative_to(folder).as_posix() for p in entries if p.is_file() and not is_image_file(p))
-    others = [name for name in others if Path(name).name.lower() not in _SYSTEM_FILES]
+    plain = [p for p in entries if p.is_file()]  # each entry looked at once: folders may hold thousands
+    images = {p for p in plain if is_image_file(p)}
+    files = sorted(images)
+    others = sorted(
+        p.relative_to(folder).as_posix() for p in plain if p not in images and p.name.lower() not in _SYSTEM_FILES
+    )
     folders = [] if recursive else sorted(p.name + "/" for p in entries if p.is_dir())
     if not files:
         held = others + folders

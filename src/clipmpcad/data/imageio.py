@@ -155,11 +155,11 @@ def _scale_to_uint8(values: np.ndarray, path: Path) -> np.ndarray:
             "black and the others are scaled by their own range",
             stacklevel=3,
         )
-    low, high = float(values[finite].min()), float(values[finite].max())
+        values = np.where(finite, values, values[finite].min())  # the lowest finite value: black
+    low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = np.round((np.where(finite, values, low) - low) * (255.0 / (high - low)))
-    return scaled.astype(np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False):  # -> pydicom.Dataset

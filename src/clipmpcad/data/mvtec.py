@@ -43,12 +43,13 @@ def root_hint(root: Path, categories: list[str]) -> str:
     """Where the categories are when --root missed them by one level (else "")."""
     if find_dir(root, "train") and find_dir(root, "test"):
         return f"; {root} is itself a category folder: use --root {root.parent} --category {root.name}"
-    below: list[Path] = []
-    if not categories:
-        with contextlib.suppress(OSError):  # an unreadable folder below: no hint, the error stands
-            below = [p for p in sorted(root.iterdir()) if p.is_dir() and list_categories(p)]
-        if below:
-            return f"; {below[0]} holds categories ({', '.join(list_categories(below[0])[:5])}): use --root {below[0]}"
+    if categories:
+        return ""
+    with contextlib.suppress(OSError):  # an unreadable folder below: no hint, the error stands
+        for child in sorted(p for p in root.iterdir() if p.is_dir()):
+            found = list_categories(child)
+            if found:
+                return f"; {child} holds categories ({', '.join(found[:5])}): use --root {child}"
     return ""
 
 

@@ -65,8 +65,7 @@ def write_run_report(
     predictor = Predictor(run, None, None)  # the run's own thresholds
     kept = result.worst_maps  # the maps the test pass kept (evaluation.WorstMaps): drawn as they are
     again = [i for i in chosen if i not in kept]  # the others are scored again, each image read once
-    scored = predictor.scored_batches([samples[i].image for i in again], with_levels=False)
-    drawn = dict(zip(again, (pair for part in scored for pair in part), strict=True))
+    drawn = dict(zip(again, predictor.scored_items([samples[i].image for i in again], with_levels=False), strict=True))
     cases = []
     for i in chosen:
         sample = samples[i]

@@ -3,7 +3,8 @@
 Each line adds one stage to the one before, on the same batch, model and bank as bench.py's test
 phase, so the differences between lines are the stages' costs:
 
-    floor          bare OpenCLIP encode_image
+    floor          bare OpenCLIP encode_image (torch's kernels)
+    tower          the same tower block by block on ClipMPCAD's kernels (not cumulative)
     features       backbone from the first level on, with the adapters and re-injection
     forward        + text logits and the memory-bank search (ModelOutput)
     score          + maps, fusion and image scores (Detector.score)
@@ -63,7 +64,10 @@ def phases(args, model, detector, batch: int) -> dict:
 
     scores = detector.score(images)
     maps, image_scores = scores.anomaly_map.float().cpu().numpy(), scores.image_score.float().cpu().numpy()
-    timings = {"floor": floor_seconds(model, batch, device, args.repeats, args.precision)}
+    timings = {
+        "floor": floor_seconds(model, batch, device, args.repeats, args.precision),
+        "tower": floor_seconds(model, batch, device, args.repeats, args.precision, kernels="clipmpcad"),
+    }
     for name, fn in (
         ("features", repeat(features)),
         ("forward", repeat(forward)),
@@ -115,9 +119,12 @@ def main() -> None:
     for b in sizes:
         timings = results[b] = phases(args, model, detector, b)
         print(f"# {args.model} at {args.image_size} px, batch {b}, k = {args.k}, {args.device}", flush=True)
-        print("| stage (cumulative) | ms per batch | images/s | × floor time |\n|---|---|---|---|")
+        print("| stage (cumulative) | ms per batch | images/s | × floor time | × tower time |\n|---|---|---|---|---|")
         for name, seconds in timings.items():
-            print(f"| {name} | {1000 * seconds:.1f} | {b / seconds:.0f} | {seconds / timings['floor']:.2f} |")
+            print(
+                f"| {name} | {1000 * seconds:.1f} | {b / seconds:.1f} | {seconds / timings['floor']:.2f} | "
+                f"{seconds / timings['tower']:.2f} |"
+            )
         print(flush=True)
     if args.json:
         Path(args.json).write_text(

@@ -12,9 +12,11 @@ import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from clipmpcad import products
 from clipmpcad.backbone import default_levels, load_backbone, register_model_configs
 from clipmpcad.config import BackboneConfig
 from clipmpcad.errors import CheckpointError, ConfigError
+from clipmpcad.products import torch_kernels
 
 TINY = "clipmpcad-tiny"
 
@@ -235,7 +237,7 @@ def test_plain_block_forward_equals_open_clip_block(tiny_backbone) -> None:
     block = tiny_backbone.visual.transformer.resblocks[1]
     x = torch.randn(3, 65, 64, requires_grad=True)
     torch.testing.assert_close(block_forward(block, x), block(x), rtol=1e-5, atol=1e-5)
-    with torch.no_grad():  # inference keeps OpenCLIP's own (fast-path) block; training the plain one
+    with torch.no_grad():  # inference may keep OpenCLIP's own (fast-path) block; training the plain one
         a = tiny_backbone.blocks(x, 0, 4)
     b = tiny_backbone.blocks(x, 0, 4)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -251,11 +253,15 @@ def test_blocks_under_cpu_bf16_autocast_take_the_plain_path(tiny_backbone, monke
     monkeypatch.setattr(backbone_module, "block_forward", lambda block, x: calls.append(1) or plain(block, x))
     x = torch.randn(2, 65, 64)
     with torch.no_grad():
-        exact = tiny_backbone.blocks(x, 0, 4)
-        assert calls == []  # fp32 inference: OpenCLIP's own block
+        with torch_kernels():
+            exact = tiny_backbone.blocks(x, 0, 4)
+        assert calls == []  # fp32 inference on torch's kernels: OpenCLIP's own block
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = tiny_backbone.blocks(x, 0, 4)
-    assert len(calls) == 4
+        assert len(calls) == 4
+        if products.ROUTE.op is not None:  # fp32 products through oneDNN: the plain block too
+            tiny_backbone.blocks(torch.randn(8, 65, 64), 0, 4)
+            assert len(calls) == 8
     error = (low.float() - exact).norm() / exact.norm()
     assert 0 < error < 2e-2, float(error)  # the products ran in bf16, and only rounding differs
 

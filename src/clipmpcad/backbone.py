@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import BackboneConfig, brings_own_weights
 from .errors import CheckpointError, ConfigError
+from .products import linear, route_linears, routed
 from .runtime import compute_dtype
 from .towers import build_towers, model_config
 from .vision_towers import OpenClipTower, TimmTower, check_patch_size, vision_tower
@@ -88,6 +89,9 @@ class Backbone(nn.Module):
         self.mean, self.std = tuple(mean), tuple(std)
         self.tokenizer = tokenizer  # with the text tower: sentences → token ids (n, context)
         self.fingerprint = fingerprint(tower.visual)  # of the weights as loaded, whatever they are stored in later
+        for tower_module in (tower.visual, text):
+            if tower_module is not None:
+                route_linears(tower_module)  # fp32 products on a CPU through oneDNN (products.py)
         self.requires_grad_(False)
         super().train(False)
 
@@ -101,10 +105,15 @@ class Backbone(nn.Module):
     def blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Run blocks start..stop-1 (0-based) on tokens (B, 1+N, C)."""
         # With gradients, nn.MultiheadAttention's slow path runs its projections as bmm; under CPU
-        # autocast its fused path runs about 20× slower than these plain products (torch 2.14).
-        plain = torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+        # autocast its fused path runs about 20× slower than these plain products (torch 2.14); on
+        # a CPU in fp32 its fused path multiplies with MKL, at half oneDNN's speed (products.py).
         for block in self.tower.blocks[start:stop]:
-            x = block_forward(block, x) if plain and type(block) is ResidualAttentionBlock else block(x)
+            if type(block) is ResidualAttentionBlock and (
+                torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or routed(x, block.attn.in_proj_weight)
+            ):
+                x = block_forward(block, x)
+            else:
+                x = block(x)
         return x
 
     def store_products(self, device: torch.device, precision: str) -> None:
@@ -183,10 +192,10 @@ def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tenso
     attn = block.attn
     b, n, c = x.shape
     heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3C)
+    qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3C)
     q, k, v = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 × (B, H, L, C/H)
     out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)  # (B, L, C)
-    x = x + block.ls_1(attn.out_proj(out))
+    x = x + block.ls_1(linear(out, attn.out_proj.weight, attn.out_proj.bias))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 

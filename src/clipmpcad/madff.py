@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import ConfigError
+from .products import Linear
 
 MED_WEIGHTS = (0.4, 0.2, 0.2, 0.2)  # med = Σ w·φ1(·) over (x, ca, sa, fa), as published
 Y_WEIGHTS = (0.3, 0.2, 0.2, 0.3)  # y = Σ w·(·) over (φ2(med), ca, sa, fa), as published
@@ -26,8 +27,8 @@ class LinearAdapter(nn.Module):
 
     def __init__(self, width: int, embed_dim: int, cfg: AdapterConfig) -> None:
         super().__init__()
-        self.phi1 = nn.Linear(width, embed_dim, bias=False)  # C → D
-        self.phi2 = nn.Linear(embed_dim, width, bias=False)  # D → C
+        self.phi1 = Linear(width, embed_dim, bias=False)  # C → D
+        self.phi2 = Linear(embed_dim, width, bias=False)  # D → C
 
     def forward(
         self, x: torch.Tensor, grid: tuple[int, int], need_y: bool = True
@@ -57,8 +58,8 @@ class MADFF(nn.Module):
         self.frequency = ChannelMLP(width, cfg.reduction)  # FAB's MLP_f
         k = cfg.spatial_kernel
         self.spatial = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)  # LLSPM
-        self.phi1 = nn.Linear(width, embed_dim, bias=False)  # shared by all four inputs
-        self.phi2 = nn.Linear(embed_dim, width, bias=False)
+        self.phi1 = Linear(width, embed_dim, bias=False)  # shared by all four inputs
+        self.phi2 = Linear(embed_dim, width, bias=False)
         med_w, y_w = torch.tensor(MED_WEIGHTS), torch.tensor(Y_WEIGHTS)
         if cfg.learn_fusion:
             self.med_weights, self.y_weights = nn.Parameter(med_w), nn.Parameter(y_w)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .products import linear, routed
 from .runtime import compute_dtype
 
 BRANCHES = ("seg", "det")
@@ -97,10 +98,11 @@ class MemoryBank:
 
         exclude (B,): a group id per query whose rows are left out (leave-one-out scoring), as
         −inf similarities over the rectangles where a query's rows meet its group's runs of bank rows.
-        Tiles of query_block query rows × block_size bank rows fill one reused buffer. On a CPU
-        both are at most CPU_TILE (query_block None: CPU_TILE): the whole batch against 8192 bank
-        rows is hundreds of MB for a small model, fresh memory at every block, searched at a third
-        of the speed. On a GPU query_block None takes all query rows at once. No tiling changes a
+        Tiles of query_block query rows × block_size bank rows fill one reused buffer (on a CPU
+        in fp32, oneDNN's product fills a tile's own memory: products.py). On a CPU both are at
+        most CPU_TILE (query_block None: CPU_TILE): the whole batch against 8192 bank rows is
+        hundreds of MB for a small model, fresh memory at every block, searched at a third of
+        the speed. On a GPU query_block None takes all query rows at once. No tiling changes a
         result: each similarity is one product's output, and the max is exact. A bf16 bank's
         similarities are fp32 (similarity_tile): not rounded to bf16's 2⁻⁸ steps, which would
         leave a few dozen distinct patch scores and many ties.
@@ -121,8 +123,7 @@ class MemoryBank:
             q_tile, best_tile = q[r : r + rows], best[r : r + rows]
             for c in range(0, bank.shape[0], cols):
                 block = bank[c : c + cols]  # (m, D)
-                sims = buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block))
-                similarity_tile(q_tile, block, sims)
+                sims = similarity_tile(q_tile, block, buffer[: len(q_tile) * len(block)].view(len(q_tile), len(block)))
                 if excluded is not None:
                     excluded.leave_out(sims, r, c)
                 torch.maximum(best_tile, sims.amax(dim=-1), out=best_tile)
@@ -152,14 +153,17 @@ class MemoryBank:
         return MemoryBank(tokens, groups)
 
 
-def similarity_tile(query: torch.Tensor, block: torch.Tensor, out: torch.Tensor) -> None:
-    """out (R, m) fp32 ← query (R, D) · block (m, D)ᵀ. Rows in bf16: on a GPU bf16 products summed
-    and returned in fp32 (mm's out_dtype); a CPU's mm can only return bf16, so there the rows are
+def similarity_tile(query: torch.Tensor, block: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """query (R, D) · block (m, D)ᵀ → (R, m) fp32, in `out` or, on a CPU through oneDNN, in fresh
+    memory (twice mm's speed there, products.py). Rows in bf16: on a GPU bf16 products summed and
+    returned in fp32 (mm's out_dtype); a CPU's mm can only return bf16, so there the rows are
     widened to fp32 first: exact products of the bf16-stored rows, at fp32 speed."""
     if block.dtype == torch.float32 or block.device.type == "cpu":
-        torch.mm(query, block.float().T, out=out)
-    else:
-        torch.mm(query, block.T, out_dtype=torch.float32, out=out)
+        block = block.float()
+        if routed(query, block):
+            return linear(query, block)
+        return torch.mm(query, block.T, out=out)
+    return torch.mm(query, block.T, out_dtype=torch.float32, out=out)
 
 
 @dataclass(frozen=True)

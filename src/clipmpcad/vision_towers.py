@@ -15,6 +15,7 @@ from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
 from .errors import ConfigError
+from .products import linear
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class OpenClipTower:
         return v.ln_pre(x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.visual.ln_post(x) @ self.visual.proj
+        return linear(self.visual.ln_post(x), self.visual.proj.t())  # x @ proj
 
     def geometry(self) -> Geometry:
         v = self.visual

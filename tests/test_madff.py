@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from clipmpcad.config import AdapterConfig
-from clipmpcad.madff import MADFF, LinearAdapter, build_adapter, count_parameters, spectrum_statistics
+from clipmpcad.madff import (
+    MADFF,
+    LinearAdapter,
+    build_adapter,
+    count_parameters,
+    dft_magnitude,
+    fft_magnitude,
+    spectrum_statistics,
+)
 
 C, D, H, W = 32, 24, 9, 11
 GRID = (H, W)
@@ -77,6 +85,26 @@ def test_half_spectrum_statistics_equal_the_full_spectrum() -> None:
         mean, peak = spectrum_statistics(torch.log1p(torch.fft.rfft2(x).abs()), w)
         torch.testing.assert_close(mean, full.mean(dim=(2, 3)), rtol=0, atol=1e-12)
         torch.testing.assert_close(peak, full.amax(dim=(2, 3)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("magnitude", [dft_magnitude, fft_magnitude])
+def test_both_spectra_equal_a_float64_fft_on_any_grid(magnitude) -> None:
+    """The CPU's DFT as matrix products and the FFT (used elsewhere) give rfft2's |X| (B, C, h, w//2+1)."""
+    for h, w in ((17, 17), (8, 8), (6, 7), (1, 2), (1, 1), (3, 16)):
+        t = torch.randn(2, h * w, 5) * 3
+        expected = torch.fft.rfft2(t.double().transpose(1, 2).reshape(2, 5, h, w)).abs()
+        got = magnitude(t, (h, w))
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_dft_spectrum_has_finite_gradients_where_it_is_zero() -> None:
+    t = torch.zeros(1, 64, 3, requires_grad=True)  # every coefficient 0: |X|'s gradient is 0 there
+    dft_magnitude(t, (8, 8)).sum().backward()
+    assert torch.equal(t.grad, torch.zeros_like(t))
+    t = torch.ones(1, 64, 3, requires_grad=True)  # only the DC term nonzero: its gradient 1 per pixel
+    torch.log(1 + dft_magnitude(t, (8, 8))).sum().backward()
+    assert torch.isfinite(t.grad).all()
 
 
 def test_frequency_gate_is_the_mlp_of_log1p_full_spectrum_statistics() -> None:

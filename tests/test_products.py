@@ -107,3 +107,14 @@ def test_the_tower_gives_the_same_tokens_and_gradients_on_either_route(tiny_back
             tiny_backbone.blocks(inp, 0, 4).square().sum().backward()
         grads.append(inp.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+def test_the_environment_can_close_the_route() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from clipmpcad import products; print(products.ROUTE.op is None)"
+    env = {**os.environ, "CLIPMPCAD_CPU_PRODUCTS": "torch"}
+    closed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert closed.stdout.strip() == "True"

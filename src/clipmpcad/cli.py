@@ -300,7 +300,7 @@ def describe_training(run: Path) -> str:
 
 
 BF16_SPEED = (
-    "--precision bf16 runs about 2–3 × faster (ViT-L-14-336 on a 2-core EPYC: test 2.1–2.8 ×, training 2.4 ×), "
+    "--precision bf16 runs about 1.4–1.5 × faster (ViT-L-14-336 on a 2-core EPYC: test 1.47 ×, training 1.39 ×), "
     "with results that differ by bf16 rounding"
 )
 

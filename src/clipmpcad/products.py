@@ -1,7 +1,7 @@
 """Matrix products of fp32 tensors on a CPU through oneDNN, with their gradients.
 
-PyTorch multiplies fp32 matrices on x86 CPUs with MKL, which keeps to its AVX2 kernels on AMD
-processors: on this project's AVX-512 EPYC that is about 200 GFLOP/s against oneDNN's 430, for
+PyTorch multiplies fp32 matrices on x86 CPUs with MKL, which does not pick its AVX-512 kernels on
+AMD processors: on this project's AVX-512 EPYC that is about 200 GFLOP/s against oneDNN's 430, for
 the same fp32 arithmetic (results equal up to fp32 rounding). oneDNN ships inside PyTorch
 (torch.backends.mkldnn), so the frozen tower's products, the adapters' and the memory bank's
 search go through it wherever a product is large enough to gain; everything else (GPUs,
@@ -31,9 +31,11 @@ def _onednn_linear():
     if os.environ.get("CLIPMPCAD_CPU_PRODUCTS", "onednn") == "torch" or not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):
+        op = torch.ops.mkldnn._linear_pointwise
+        probe = op(torch.ones(1, 2), torch.ones(3, 2), None, "none", [], "")  # a private op: check its signature
+    except (AttributeError, RuntimeError, TypeError):
         return None
+    return op if torch.equal(probe, torch.full((1, 3), 2.0)) else None
 
 
 @dataclass

@@ -57,7 +57,7 @@ def metric_threads(device: torch.device) -> int:
 
 def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast type of the backbone and adapters (None: plain fp32). "auto" is bf16 on a GPU
-    and fp32 on a CPU; "bf16" on a CPU is about 2–3 × faster where the CPU computes bf16
+    and fp32 on a CPU; "bf16" on a CPU is about 1.4–1.5 × faster where the CPU computes bf16
     natively (AVX512-BF16 or AMX: native_bf16), slower where it does not."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

@@ -4,8 +4,9 @@ PyTorch multiplies fp32 matrices on x86 CPUs with MKL, which does not pick its A
 AMD processors: on this project's AVX-512 EPYC that is about 200 GFLOP/s against oneDNN's 430, for
 the same fp32 arithmetic (results equal up to fp32 rounding). oneDNN ships inside PyTorch
 (torch.backends.mkldnn), so the frozen tower's products, the adapters' and the memory bank's
-search go through it wherever a product is large enough to gain; everything else (GPUs,
-autocast, bf16 weights, tiny products, builds without oneDNN) keeps torch's own kernels.
+search go through it wherever a product is large enough to gain, on x86-64 CPUs with AVX-512;
+everything else (GPUs, autocast, bf16 weights, tiny products, other CPUs, builds without oneDNN)
+keeps torch's own kernels.
 
 CLIPMPCAD_CPU_PRODUCTS=torch in the environment turns the route off.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -27,8 +29,15 @@ MIN_PRODUCT = 2**21  # multiply-adds below which a call's fixed cost outweighs o
 
 
 def _onednn_linear():
-    """oneDNN's dense linear (the op PyTorch's own compiler uses on CPUs), or None without it."""
-    if os.environ.get("CLIPMPCAD_CPU_PRODUCTS", "onednn") == "torch" or not torch.backends.mkldnn.is_available():
+    """oneDNN's dense linear (the op PyTorch's own compiler uses on CPUs), or None: without it, on
+    CPUs other than x86-64 with AVX-512 (the only kind measured; elsewhere torch's own choice of
+    BLAS stands, such as Accelerate on Apple silicon), or when the environment says so."""
+    if (
+        os.environ.get("CLIPMPCAD_CPU_PRODUCTS", "onednn") == "torch"
+        or not torch.backends.mkldnn.is_available()
+        or platform.machine().lower() not in ("x86_64", "amd64")
+        or not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    ):
         return None
     try:
         op = torch.ops.mkldnn._linear_pointwise

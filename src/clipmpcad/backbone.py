@@ -107,10 +107,9 @@ class Backbone(nn.Module):
         # With gradients, nn.MultiheadAttention's slow path runs its projections as bmm; under CPU
         # autocast its fused path runs about 20× slower than these plain products (torch 2.14); on
         # a CPU in fp32 its fused path multiplies with MKL, at half oneDNN's speed (products.py).
+        plain = torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
         for block in self.tower.blocks[start:stop]:
-            if type(block) is ResidualAttentionBlock and (
-                torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or routed(x, block.attn.in_proj_weight)
-            ):
+            if type(block) is ResidualAttentionBlock and (plain or routed(x, block.attn.in_proj_weight)):
                 x = block_forward(block, x)
             else:
                 x = block(x)

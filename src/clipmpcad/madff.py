@@ -130,12 +130,13 @@ def fft_magnitude(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def dft_magnitude(t: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """half_spectrum_magnitude on a CPU tensor (the matrices live on the CPU)."""
     b, _, c = t.shape
     h, w = grid
     along_w, along_h = dft_matrices(h, w)
-    with torch.autocast(t.device.type, enabled=False):  # fp32 products whatever the compute precision
-        rows = torch.matmul(along_w.to(t.device), t.float().reshape(b * h, w, c))  # (B·h, 2K, C): Re, Im
-        spectrum = torch.matmul(along_h.to(t.device), rows.view(b, 2 * h, -1)).view(b, h, 2, -1, c)
+    with torch.autocast("cpu", enabled=False):  # fp32 products whatever the compute precision
+        rows = torch.matmul(along_w, t.float().reshape(b * h, w, c))  # (B·h, 2K, C): Re, Im
+        spectrum = torch.matmul(along_h, rows.view(b, 2 * h, -1)).view(b, h, 2, -1, c)
     re, im = spectrum[:, :, 0], spectrum[:, :, 1]
     # |Re + i·Im|, with power below 1e-30 (|X| < 1e-15) held there: the gradient at 0 is then 0,
     # as abs's is (hypot's would be 0/0), and the values are those of |X| to fp32 after log(1 + ·)

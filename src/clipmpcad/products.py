@@ -98,10 +98,12 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        flat = grad.reshape(-1, grad.shape[-1])  # (M, N)
         dx = _dense(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        dw = _dense(flat.t(), x.reshape(-1, x.shape[-1]).t()) if ctx.needs_input_grad[1] else None
-        db = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        dw = db = None
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):  # never for the frozen tower
+            flat = grad.reshape(-1, grad.shape[-1])  # (M, N)
+            dw = _dense(flat.t(), x.reshape(-1, x.shape[-1]).t()) if ctx.needs_input_grad[1] else None
+            db = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
 
